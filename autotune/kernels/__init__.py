@@ -1,0 +1,76 @@
+"""Kernel families: for each, its tunable parameters, constraints, template and launch geometry.
+
+Every family module defines a `FAMILY` object with this interface:
+
+    name: str                      family name, e.g. "depthwise"
+    template: str                  file under templates/, e.g. "depthwise.cu.j2"
+    entry: str                     the extern "C" kernel name in the rendered source
+    applies(problem) -> bool       whether the family can run this problem at all
+    space(problem) -> dict         parameter name -> tuple of candidate values
+    check(problem, config) -> str | None
+                                   why a configuration is invalid (shared memory, registers,
+                                   divisibility, ...), or None; runs before anything is compiled
+    default_config(problem) -> dict
+                                   a safe configuration that passes check() for every problem
+    template_params(problem, config) -> dict
+                                   compile-time constants handed to the Jinja template
+    launch(problem, config) -> Launch
+                                   grid/block/dynamic shared memory; written with +, *, // only on
+                                   the problem's sizes so that symbolic sizes can flow through it
+
+All kernels share one signature, so runners and exporters need not know the family:
+
+    entry(const T* x, const T* w, const T* bias, T* y,
+          int N, int C, int H, int W, int C_out, int H_out, int W_out, int ldx, int ldy)
+
+x, y are activations in the problem's layout; w uses PyTorch's layout; bias may be null when the
+problem has none. ldx / ldy are the element strides between neighbouring pixels in NHWC (C and C_out
+unless the channels are padded, as TensorRT's HWC8 does); NCHW kernels ignore them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Hardware limits the constraints check against (every arch we target: sm_80 and newer).
+MAX_THREADS_PER_BLOCK = 1024
+MAX_SHARED_BYTES = 48 * 1024          # without an opt-in attribute
+REGISTERS_PER_SM = 65536
+MAX_REGISTERS_PER_THREAD = 255
+
+
+@dataclass(frozen=True)
+class Launch:
+    grid: tuple
+    block: tuple
+    shared_mem: int = 0
+
+    @property
+    def threads(self):
+        return self.block[0] * self.block[1] * self.block[2]
+
+
+def ceil_div(a, b):
+    return (a + b - 1) // b
+
+
+def scalar_args(problem, ldx=None, ldy=None) -> tuple:
+    """The int32 arguments after the four pointers, in kernel-signature order."""
+    p = problem
+    return (p.N, p.C, p.H, p.W, p.C_out, p.H_out, p.W_out,
+            p.C if ldx is None else ldx, p.C_out if ldy is None else ldy)
+
+
+def families():
+    from . import depthwise, pointwise
+    return [depthwise.FAMILY, *pointwise.FAMILIES]
+
+
+def families_for(problem):
+    return [f for f in families() if f.applies(problem)]
+
+
+def family_named(name: str):
+    for f in families():
+        if f.name == name:
+            return f
+    raise KeyError(f"no kernel family named {name!r}")
