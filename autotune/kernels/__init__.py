@@ -1,6 +1,6 @@
 """Kernel families: for each, its tunable parameters, constraints, template and launch geometry.
 
-Every family module defines a `FAMILY` object with this interface:
+Every family module defines `FAMILIES`, a list of objects with this interface:
 
     name: str                      family name, e.g. "depthwise"
     template: str                  file under templates/, e.g. "depthwise.cu.j2"
@@ -62,7 +62,7 @@ def scalar_args(problem, ldx=None, ldy=None) -> tuple:
 
 def families():
     from . import depthwise, pointwise
-    return [depthwise.FAMILY, *pointwise.FAMILIES]
+    return [*depthwise.FAMILIES, *pointwise.FAMILIES]
 
 
 def families_for(problem):

@@ -1,0 +1,164 @@
+"""Depthwise convolution families, one per layout (templates/depthwise_{nhwc,nchw}.cu.j2).
+
+NHWC vectorizes over channels (a thread owns VEC adjacent channels); NCHW works plane by plane and
+vectorizes along W. Both block an OUT_H x OUT_W output patch per thread and can stage the block's
+input tile, halo included, in shared memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK, REGISTERS_PER_SM,
+               Launch, ceil_div)
+
+_REGISTER_OVERHEAD = 32   # indices, pointers, loop state: what ptxas adds on top of the arrays
+
+
+def _next_pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def _vector_widths(problem) -> tuple:
+    """Widths whose accesses stay within 16 bytes."""
+    return (8, 4, 2, 1) if problem.dtype == "float16" else (4, 2, 1)
+
+
+def _check_threads_and_registers(threads: int, registers: int) -> str | None:
+    if threads > MAX_THREADS_PER_BLOCK:
+        return f"{threads} threads per block > {MAX_THREADS_PER_BLOCK}"
+    if threads < 32:
+        return f"{threads} threads per block: less than a warp"
+    if registers > MAX_REGISTERS_PER_THREAD:
+        return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
+    if registers * threads > REGISTERS_PER_SM:
+        return f"~{registers} registers x {threads} threads > {REGISTERS_PER_SM} per SM"
+    return None
+
+
+def _check_tile(problem, cfg) -> str | None:
+    if cfg["tile_h"] % cfg["out_h"] or cfg["tile_w"] % cfg["out_w"]:
+        return "tile not divisible by outputs per thread"
+    # A tile far larger than the image only adds idle threads.
+    if cfg["tile_h"] > _next_pow2(problem.H_out) or cfg["tile_w"] > _next_pow2(problem.W_out):
+        return "tile larger than the output"
+    return None
+
+
+@dataclass(frozen=True)
+class DepthwiseFamily:
+    layout: str
+
+    @property
+    def name(self):
+        return f"depthwise_{self.layout}"
+
+    @property
+    def template(self):
+        return f"depthwise_{self.layout}.cu.j2"
+
+    entry = "dw_conv2d"
+
+    def applies(self, problem) -> bool:
+        return problem.op == "dw" and problem.layout == self.layout
+
+    # ---- search space -------------------------------------------------------------------------
+    def space(self, problem) -> dict:
+        if self.layout == "nhwc":
+            return {
+                "vec": _vector_widths(problem),
+                "ch_per_block": (8, 16, 32, 64, 128),
+                "tile_h": (1, 2, 4, 8),
+                "tile_w": (1, 2, 4, 8, 16),
+                "out_h": (1, 2),
+                "out_w": (1, 2, 4),
+                "stage_input": (False, True),
+                "unroll_rows": (True, False),
+            }
+        return {
+            "ch_per_block": (1, 2, 4, 8, 16),
+            "tile_h": (1, 2, 4, 8, 16),
+            "tile_w": (4, 8, 16, 32),
+            "out_h": (1, 2, 4),
+            "out_w": (1, 2, 4, 8),
+            "vec": _vector_widths(problem),
+            "stage_input": (False, True),
+            "unroll_rows": (True, False),
+        }
+
+    def check(self, problem, cfg) -> str | None:
+        reason = _check_tile(problem, cfg)
+        if reason:
+            return reason
+        k, s, item = problem.k, problem.stride, problem.itemsize
+        vec, cpb = cfg["vec"], cfg["ch_per_block"]
+        win_w = (cfg["out_w"] - 1) * s + k
+        in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
+        if self.layout == "nhwc":
+            if problem.C % vec:
+                return f"vec={vec} does not divide C={problem.C}"
+            if cpb % vec:
+                return "ch_per_block not a multiple of vec"
+            if cpb > max(vec, _next_pow2(problem.C)):
+                return "ch_per_block larger than the channel count"
+            threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
+            shared = 4 * k * k * cpb + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
+            registers = (cfg["out_h"] * cfg["out_w"] + win_w + 1) * vec + _REGISTER_OVERHEAD
+        else:
+            if cpb > _next_pow2(problem.C):
+                return "ch_per_block larger than the channel count"
+            if cfg["stage_input"]:
+                if problem.W % vec or (cfg["tile_w"] * s) % vec:
+                    return f"vec={vec} does not divide W={problem.W} and tile_w*stride"
+            elif vec != 1:
+                return "vec only applies to staged loads"     # keeps duplicates out of the space
+            if cfg["out_w"] * item > 16 and self._store_packed(problem, cfg):
+                return "packed store wider than 16 bytes"
+            threads = cpb * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
+            lead = ceil_div(problem.padding, vec) * vec
+            staged_w = ceil_div(in_w - problem.padding + lead, vec) * vec
+            shared = cpb * in_h * staged_w * item if cfg["stage_input"] else 0
+            registers = cfg["out_h"] * cfg["out_w"] + win_w + k * k + _REGISTER_OVERHEAD
+        if shared > MAX_SHARED_BYTES:
+            return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
+        return _check_threads_and_registers(threads, registers)
+
+    @staticmethod
+    def _store_packed(problem, cfg) -> bool:
+        return cfg["out_w"] > 1 and problem.W_out % cfg["out_w"] == 0
+
+    def default_config(self, problem) -> dict:
+        if self.layout == "nhwc":
+            return {"vec": 1, "ch_per_block": 32, "tile_h": 2, "tile_w": 4, "out_h": 1, "out_w": 1,
+                    "stage_input": False, "unroll_rows": True}
+        return {"ch_per_block": 1, "tile_h": 1, "tile_w": 32, "out_h": 1, "out_w": 1, "vec": 1,
+                "stage_input": False, "unroll_rows": True}
+
+    # ---- code generation and launch -----------------------------------------------------------
+    def template_params(self, problem, cfg) -> dict:
+        params = {
+            "VEC": cfg["vec"], "CH_PER_BLOCK": cfg["ch_per_block"],
+            "TILE_H": cfg["tile_h"], "TILE_W": cfg["tile_w"],
+            "OUT_H": cfg["out_h"], "OUT_W": cfg["out_w"],
+            "STAGE_INPUT": cfg["stage_input"], "UNROLL_ROWS": "" if cfg["unroll_rows"] else "1",
+        }
+        if self.layout == "nchw":
+            params["STORE_PACKED"] = self._store_packed(problem, cfg)
+        return params
+
+    def launch(self, problem, cfg) -> Launch:
+        p = problem
+        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+        per_c = cfg["ch_per_block"] // cfg["vec"] if self.layout == "nhwc" else cfg["ch_per_block"]
+        threads = per_c * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
+        grid = (ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"]),
+                ceil_div(p.C, cfg["ch_per_block"]), p.N)
+        return Launch(grid=grid, block=(threads, 1, 1), shared_mem=0)
+
+
+NHWC = DepthwiseFamily("nhwc")
+NCHW = DepthwiseFamily("nchw")
+FAMILIES = [NHWC, NCHW]

@@ -1,0 +1,98 @@
+"""Float64 NumPy reference for every op, and the tolerances kernels are held to."""
+from __future__ import annotations
+
+import numpy as np
+
+from .problem import Problem
+
+# |out - ref| <= RTOL * (|ref| + max|ref|): fp32 results differ from float64 only by summation order;
+# fp16 results additionally round once on store (2^-11 relative).
+RTOL = {"float32": 1e-5, "float16": 2e-3}
+
+
+def to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
+    return a if layout == "nchw" else a.transpose(0, 3, 1, 2)
+
+
+def from_nchw(a: np.ndarray, layout: str) -> np.ndarray:
+    return a if layout == "nchw" else a.transpose(0, 2, 3, 1)
+
+
+def activate(y: np.ndarray, act: str) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(y, 0.0)
+    if act == "relu6":
+        return np.clip(y, 0.0, 6.0)
+    return y
+
+
+def reference(problem: Problem, x, w, bias=None) -> np.ndarray:
+    """The problem's output in float64, in the problem's layout."""
+    p = problem
+    xn = to_nchw(np.asarray(x, dtype=np.float64), p.layout)
+    w = np.asarray(w, dtype=np.float64)
+    if p.op == "dw":
+        xp = np.pad(xn, ((0, 0), (0, 0), (p.padding, p.padding), (p.padding, p.padding)))
+        y = np.zeros((p.N, p.C, p.H_out, p.W_out))
+        span_h, span_w = (p.H_out - 1) * p.stride + 1, (p.W_out - 1) * p.stride + 1
+        for ky in range(p.k):
+            for kx in range(p.k):
+                window = xp[:, :, ky:ky + span_h:p.stride, kx:kx + span_w:p.stride]
+                y += window * w[:, 0, ky, kx][None, :, None, None]
+    else:
+        y = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], xn, optimize=True)
+    if p.bias:
+        y = y + np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return from_nchw(activate(y, p.act), p.layout)
+
+
+def direct_reference(problem: Problem, x, w, bias=None) -> np.ndarray:
+    """The definition, loop by loop: slow, for checking `reference` on tiny sizes."""
+    p = problem
+    xn = to_nchw(np.asarray(x, dtype=np.float64), p.layout)
+    y = np.zeros((p.N, p.C_out, p.H_out, p.W_out))
+    for n in range(p.N):
+        for co in range(p.C_out):
+            for ho in range(p.H_out):
+                for wo in range(p.W_out):
+                    s = float(bias[co]) if p.bias else 0.0
+                    if p.op == "pw":
+                        for ci in range(p.C):
+                            s += float(w[co, ci, 0, 0]) * xn[n, ci, ho, wo]
+                    else:
+                        for ky in range(p.k):
+                            for kx in range(p.k):
+                                hi, wi = ho * p.stride - p.padding + ky, wo * p.stride - p.padding + kx
+                                if 0 <= hi < p.H and 0 <= wi < p.W:
+                                    s += float(w[co, 0, ky, kx]) * xn[n, co, hi, wi]
+                    y[n, co, ho, wo] = s
+    return from_nchw(activate(y, p.act), p.layout)
+
+
+def random_inputs(problem: Problem, rng: np.random.Generator) -> dict:
+    """Fresh inputs in the problem's dtype: activations in [-1, 1), weights scaled like a trained
+    layer's so outputs stay O(1) whatever the fan-in (and relu6 clips some of them)."""
+    p, dt = problem, np.dtype(problem.dtype)
+    fan_in = p.k * p.k if p.op == "dw" else p.C
+    bound = 2.0 / np.sqrt(fan_in)
+    arrays = {
+        "x": rng.uniform(-1, 1, p.input_shape).astype(dt),
+        "w": rng.uniform(-bound, bound, p.weight_shape).astype(dt),
+    }
+    arrays["bias"] = rng.uniform(-0.5, 0.5, (p.C_out,)).astype(dt) if p.bias else None
+    return arrays
+
+
+def compare(out: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[bool, float]:
+    """(passes, worst error relative to the tolerance). NaN - e.g. an unwritten poisoned element -
+    never passes."""
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != ref.shape:
+        return False, float("inf")
+    tol = RTOL[dtype] * (np.abs(ref) + np.abs(ref).max() + 1e-30)
+    ratio = np.abs(out - ref) / tol
+    worst = float(np.nanmax(ratio)) if ratio.size else 0.0
+    ok = bool(np.all(ratio <= 1.0))      # False wherever ratio is NaN
+    if not ok and np.isnan(ratio).any():
+        worst = float("nan")
+    return ok, worst

@@ -1,0 +1,125 @@
+"""Running kernels on the GPU: load, launch, verify against the reference, and time.
+
+Everything here needs CuPy and a GPU; it runs inside worker processes (see workers.py) so a kernel
+that faults cannot take the sweep down with it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .compiler import Binary
+from .problem import Problem
+from .reference import compare, random_inputs, reference
+
+ROTATE_BYTES = 256 << 20       # rotate input/output sets until they span several times any L2
+MAX_SETS = 64
+GRAPH_LAUNCHES = 64            # launches captured in one graph (whole sets, repeated as needed)
+REPEATS = 7                    # graph replays timed; the median is reported
+
+
+def cupy():
+    import cupy as cp
+    return cp
+
+
+def load_function(binary: Binary, entry: str):
+    """A CuPy kernel function from a cubin or PTX image."""
+    cp = cupy()
+    module = cp.cuda.function.Module()
+    module.load(binary.image)
+    fn = module.get_function(entry)
+    fn._autotune_module = module      # keep the module alive as long as the function
+    return fn
+
+
+def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None):
+    cp = cupy()
+    ptr = (lambda a: a.data.ptr if a is not None else 0)
+    args = (np.uint64(ptr(x)), np.uint64(ptr(w)), np.uint64(ptr(bias)), np.uint64(ptr(y)),
+            *(np.int32(v) for v in kernels.scalar_args(problem, ldx, ldy)))
+    fn(launch_cfg.grid, launch_cfg.block, args, shared_mem=launch_cfg.shared_mem,
+       stream=stream or cp.cuda.get_current_stream())
+
+
+@dataclass
+class ProblemData:
+    """Device buffers for one problem: several input/output sets to rotate through, host copies
+    of set 0 and its float64 reference."""
+    problem: Problem
+    host: dict
+    ref: np.ndarray
+    sets: list          # [(x, w, bias, y)]
+
+    @classmethod
+    def create(cls, problem: Problem, seed: int | None = None):
+        cp = cupy()
+        rng = np.random.default_rng(seed)
+        host = random_inputs(problem, rng)
+        ref = reference(problem, **host)
+        per_set = problem.min_bytes()
+        n_sets = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(per_set, 1))))
+        sets = []
+        for i in range(n_sets):
+            # Fresh random data in every set (not zeros: zeros can run faster than real data).
+            h = host if i == 0 else random_inputs(problem, rng)
+            dev = [cp.asarray(h[k]) if h[k] is not None else None for k in ("x", "w", "bias")]
+            dev.append(cp.empty(problem.output_shape, dtype=problem.dtype))
+            sets.append(tuple(dev))
+        return cls(problem, host, ref, sets)
+
+
+def verify(fn, launch_cfg, data: ProblemData) -> tuple[bool, float]:
+    """Poison the output with NaN, run once, compare with the float64 reference."""
+    cp = cupy()
+    x, w, b, y = data.sets[0]
+    y.fill(cp.nan)
+    launch(fn, launch_cfg, x, w, b, y, data.problem)
+    cp.cuda.get_current_stream().synchronize()
+    return compare(cp.asnumpy(y), data.ref, data.problem.dtype)
+
+
+def time_graph(launch_set, n_sets: int) -> float:
+    """Median microseconds per launch: `launch_set(i, stream)` launches on buffer set i; a CUDA graph
+    of GRAPH_LAUNCHES launches cycling through the sets is replayed REPEATS times after warm-up."""
+    cp = cupy()
+    stream = cp.cuda.Stream(non_blocking=True)
+    per_graph = max(n_sets, GRAPH_LAUNCHES // n_sets * n_sets)
+    with stream:
+        for i in range(n_sets):                     # warm-up: module load, caches, clocks
+            launch_set(i, stream)
+        stream.begin_capture()
+        for i in range(per_graph):
+            launch_set(i % n_sets, stream)
+        graph = stream.end_capture()
+        graph.launch(stream)
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        times = []
+        for _ in range(REPEATS):
+            start.record(stream)
+            graph.launch(stream)
+            end.record(stream)
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end) * 1000.0 / per_graph)
+    return float(np.median(times))
+
+
+def time_kernel(fn, launch_cfg, data: ProblemData) -> float:
+    def launch_set(i, stream):
+        x, w, b, y = data.sets[i]
+        launch(fn, launch_cfg, x, w, b, y, data.problem, stream=stream)
+    return time_graph(launch_set, len(data.sets))
+
+
+def measure(binary: Binary, family, config: dict, data: ProblemData) -> dict:
+    """Verify, then time one compiled configuration. Returns a trial record."""
+    fn = load_function(binary, family.entry)
+    launch_cfg = family.launch(data.problem, config)
+    ok, err = verify(fn, launch_cfg, data)
+    if not ok:
+        return {"status": "wrong", "error": f"output differs from the reference (worst error / tolerance = {err:.3g})",
+                "time_us": None, "max_error": err}
+    return {"status": "ok", "error": None, "time_us": time_kernel(fn, launch_cfg, data), "max_error": err}

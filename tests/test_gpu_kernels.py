@@ -1,0 +1,53 @@
+"""Every kernel family against the float64 reference on a GPU: the default configuration and a
+sample of valid tuned ones, on awkward shapes (H != W, sizes off every tile, batch 3, channel
+counts off the vector width, stride 2 with odd sizes)."""
+import random
+
+import pytest
+
+from autotune import codegen, compiler, kernels
+from autotune.problem import Problem
+from autotune.searchspace import valid_configs
+
+pytestmark = pytest.mark.gpu
+
+AWKWARD = [
+    dict(op="dw", N=3, C=35, H=13, W=22, k=3, stride=1, act="relu6"),
+    dict(op="dw", N=3, C=24, H=17, W=9, k=3, stride=2, act="relu"),
+    dict(op="dw", N=1, C=40, H=15, W=31, k=5, stride=2, act="none", bias=False),
+    dict(op="dw", N=2, C=16, H=11, W=11, k=7, stride=1, act="relu6"),
+    dict(op="dw", N=1, C=8, H=28, W=28, k=3, stride=1, act="none", padding=0),
+    dict(op="pw", N=3, C=35, H=13, W=22, C_out=19, act="relu6"),
+    dict(op="pw", N=1, C=16, H=7, W=9, C_out=96, act="none"),
+    dict(op="pw", N=2, C=96, H=14, W=14, C_out=24, act="relu", bias=False),
+    dict(op="pw", N=1, C=160, H=5, W=3, C_out=40, act="none"),
+]
+
+
+@pytest.fixture(scope="module")
+def arch():
+    from autotune.device import gpu_arch
+    return gpu_arch()
+
+
+def _cases():
+    for spec in AWKWARD:
+        for dtype in ("float32", "float16"):
+            for layout in ("nchw", "nhwc"):
+                yield Problem(**spec, dtype=dtype, layout=layout)
+
+
+@pytest.mark.parametrize("problem", list(_cases()), ids=lambda p: p.key)
+def test_kernels_match_reference(problem, arch):
+    from autotune.runner import ProblemData, verify, load_function
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    for family in kernels.families_for(problem):
+        configs = [family.default_config(problem)]
+        configs += rng.sample(valid_configs(family, problem), 12)
+        for config in configs:
+            src = codegen.render(family, problem, config)
+            binary = compiler.compile_code(src.code, arch)
+            fn = load_function(binary, family.entry)
+            ok, err = verify(fn, family.launch(problem, config), data)
+            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
