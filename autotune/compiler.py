@@ -150,25 +150,40 @@ def _compile_job(job):
         return exc
 
 
+class ParallelCompiler:
+    """A pool of compiler processes kept for a whole sweep (NVRTC holds the GIL while it works)."""
+
+    def __init__(self, jobs: int | None = None):
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self._pool = ProcessPoolExecutor(max_workers=self.jobs) if self.jobs > 1 else None
+
+    def compile(self, codes, arch: str, options: tuple = (), progress=None) -> list:
+        """Each result is a Binary or a CompileError, in the order of `codes`."""
+        work = [(code, normalize_arch(arch), tuple(options)) for code in codes]
+        results = map(_compile_job, work) if self._pool is None or len(work) <= 1 else \
+            self._pool.map(_compile_job, work, chunksize=1)
+        out = []
+        for result in results:
+            out.append(result)
+            if progress:
+                progress(1)
+        return out
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def compile_many(codes, arch: str, options: tuple = (), jobs: int | None = None, progress=None) -> list:
     """Compile many sources in parallel across CPU cores; each result is a Binary or a CompileError."""
-    arch = normalize_arch(arch)
-    work = [(code, arch, tuple(options)) for code in codes]
-    jobs = jobs or os.cpu_count() or 1
-    if jobs == 1 or len(work) <= 1:
-        results = []
-        for job in work:
-            results.append(_compile_job(job))
-            if progress:
-                progress(1)
-        return results
-    results = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for result in pool.map(_compile_job, work, chunksize=1):
-            results.append(result)
-            if progress:
-                progress(1)
-    return results
+    with ParallelCompiler(jobs) as compiler:
+        return compiler.compile(codes, arch, options, progress)
 
 
 def binary_summary(binary: Binary) -> dict:

@@ -32,5 +32,8 @@ def copy_bandwidth() -> float:
     cp = cupy()
     src = cp.ones(BANDWIDTH_BYTES // 4, dtype=cp.float32)
     dst = cp.empty_like(src)
-    us = time_graph(lambda i, stream: dst.__setitem__(Ellipsis, src), 1)
-    return 2 * BANDWIDTH_BYTES / (us * 1e-6)
+    # The faster of the copy engine's path and a copy kernel: the ceiling we hold kernels to.
+    memcpy_us = time_graph(lambda i, stream: cp.cuda.runtime.memcpyAsync(
+        dst.data.ptr, src.data.ptr, BANDWIDTH_BYTES, cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr), 1)
+    kernel_us = time_graph(lambda i, stream: dst.__setitem__(Ellipsis, src), 1)
+    return 2 * BANDWIDTH_BYTES / (min(memcpy_us, kernel_us) * 1e-6)

@@ -31,9 +31,7 @@ def load_function(binary: Binary, entry: str):
     cp = cupy()
     module = cp.cuda.function.Module()
     module.load(binary.image)
-    fn = module.get_function(entry)
-    fn._autotune_module = module      # keep the module alive as long as the function
-    return fn
+    return module.get_function(entry)   # the Function holds a reference to its module
 
 
 def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None):
@@ -46,30 +44,50 @@ def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stre
 
 
 @dataclass
-class ProblemData:
-    """Device buffers for one problem: several input/output sets to rotate through, host copies
-    of set 0 and its float64 reference."""
+class HostData:
+    """Inputs of one problem and their float64 reference, made on the CPU."""
     problem: Problem
-    host: dict
+    arrays: dict
     ref: np.ndarray
+
+    @classmethod
+    def create(cls, problem: Problem, seed: int | None = None):
+        arrays = random_inputs(problem, np.random.default_rng(seed))
+        return cls(problem, arrays, reference(problem, **arrays))
+
+    @property
+    def n_sets(self) -> int:
+        return max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(self.problem.min_bytes(), 1))))
+
+
+@dataclass
+class ProblemData:
+    """Device buffers for one problem: several input/output sets to rotate through (set 0 holds the
+    verified inputs) and the float64 reference, kept on the device for a fast comparison."""
+    problem: Problem
+    ref: object         # cupy float64 array
     sets: list          # [(x, w, bias, y)]
 
     @classmethod
     def create(cls, problem: Problem, seed: int | None = None):
+        return cls.upload(HostData.create(problem, seed), seed)
+
+    @classmethod
+    def upload(cls, host: HostData, seed: int | None = None):
         cp = cupy()
-        rng = np.random.default_rng(seed)
-        host = random_inputs(problem, rng)
-        ref = reference(problem, **host)
-        per_set = problem.min_bytes()
-        n_sets = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(per_set, 1))))
-        sets = []
-        for i in range(n_sets):
-            # Fresh random data in every set (not zeros: zeros can run faster than real data).
-            h = host if i == 0 else random_inputs(problem, rng)
-            dev = [cp.asarray(h[k]) if h[k] is not None else None for k in ("x", "w", "bias")]
-            dev.append(cp.empty(problem.output_shape, dtype=problem.dtype))
-            sets.append(tuple(dev))
-        return cls(problem, host, ref, sets)
+        problem = host.problem
+        first = tuple(cp.asarray(host.arrays[k]) if host.arrays[k] is not None else None
+                      for k in ("x", "w", "bias"))
+        sets = [first + (cp.empty(problem.output_shape, dtype=problem.dtype),)]
+        gen = cp.random.default_rng(seed)
+        for _ in range(host.n_sets - 1):
+            # Fresh random data in every timing set (not zeros: zeros can run faster than real data).
+            x, w, b, y = (cp.empty_like(a) if a is not None else None for a in sets[0])
+            for a in (x, w, b):
+                if a is not None:
+                    a[...] = gen.uniform(-1, 1, a.shape, dtype=cp.float32).astype(a.dtype)
+            sets.append((x, w, b, y))
+        return cls(problem, cp.asarray(host.ref), sets)
 
 
 def verify(fn, launch_cfg, data: ProblemData) -> tuple[bool, float]:
@@ -79,7 +97,7 @@ def verify(fn, launch_cfg, data: ProblemData) -> tuple[bool, float]:
     y.fill(cp.nan)
     launch(fn, launch_cfg, x, w, b, y, data.problem)
     cp.cuda.get_current_stream().synchronize()
-    return compare(cp.asnumpy(y), data.ref, data.problem.dtype)
+    return compare(y, data.ref, data.problem.dtype)
 
 
 def time_graph(launch_set, n_sets: int) -> float:

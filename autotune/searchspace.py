@@ -2,11 +2,9 @@
 anything is compiled."""
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 
-from . import kernels
 from .problem import Problem
 
 
@@ -22,15 +20,15 @@ def all_configs(family, problem: Problem):
         yield dict(zip(names, values))
 
 
-@functools.lru_cache(maxsize=256)
-def _valid(family_name: str, problem: Problem) -> tuple:
-    family = kernels.family_named(family_name)
-    return tuple(config_key(c) for c in all_configs(family, problem) if family.check(problem, c) is None)
+_VALID_CACHE: dict = {}
 
 
 def valid_configs(family, problem: Problem) -> list[dict]:
     """Configurations that pass the family's constraints, in a stable order."""
-    return [json.loads(k) for k in _valid(family.name, problem)]
+    key = (family.name, problem)
+    if key not in _VALID_CACHE:
+        _VALID_CACHE[key] = [c for c in all_configs(family, problem) if family.check(problem, c) is None]
+    return [dict(c) for c in _VALID_CACHE[key]]
 
 
 def invalid_reason(family, problem: Problem, config: dict) -> str | None:

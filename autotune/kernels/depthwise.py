@@ -12,6 +12,7 @@ from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK
                Launch, ceil_div)
 
 _REGISTER_OVERHEAD = 32   # indices, pointers, loop state: what ptxas adds on top of the arrays
+_REGISTER_SLACK = 1.3     # ptxas keeps more than the arrays live once loops are unrolled
 
 
 def _next_pow2(n: int) -> int:
@@ -70,10 +71,10 @@ class DepthwiseFamily:
             return {
                 "vec": _vector_widths(problem),
                 "ch_per_block": (8, 16, 32, 64, 128),
-                "tile_h": (1, 2, 4, 8),
-                "tile_w": (1, 2, 4, 8, 16),
-                "out_h": (1, 2),
-                "out_w": (1, 2, 4),
+                "tile_h": (1, 2, 4, 8, 16),
+                "tile_w": (1, 2, 4, 8, 16, 32),
+                "out_h": (1, 2, 4),
+                "out_w": (1, 2),
                 "stage_input": (False, True),
                 "unroll_rows": (True, False),
             }
@@ -105,7 +106,7 @@ class DepthwiseFamily:
                 return "ch_per_block larger than the channel count"
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
             shared = 4 * k * k * cpb + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
-            registers = (cfg["out_h"] * cfg["out_w"] + win_w + 1) * vec + _REGISTER_OVERHEAD
+            arrays = (cfg["out_h"] * cfg["out_w"] + cfg["out_w"] * k + 1) * vec
         else:
             if cpb > _next_pow2(problem.C):
                 return "ch_per_block larger than the channel count"
@@ -120,7 +121,8 @@ class DepthwiseFamily:
             lead = ceil_div(problem.padding, vec) * vec
             staged_w = ceil_div(in_w - problem.padding + lead, vec) * vec
             shared = cpb * in_h * staged_w * item if cfg["stage_input"] else 0
-            registers = cfg["out_h"] * cfg["out_w"] + win_w + k * k + _REGISTER_OVERHEAD
+            arrays = cfg["out_h"] * cfg["out_w"] + win_w + k * k
+        registers = int(arrays * _REGISTER_SLACK) + _REGISTER_OVERHEAD
         if shared > MAX_SHARED_BYTES:
             return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
         return _check_threads_and_registers(threads, registers)

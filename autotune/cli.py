@@ -1,0 +1,214 @@
+"""Command line: `autotune sweep` tunes and stores, `autotune show` lists what a database holds."""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+
+from . import __version__
+from .models import MODELS, model_problems
+from .problem import DTYPES, LAYOUTS, OPS, ProblemError
+
+
+def _csv(kind, allowed=None):
+    def parse(text):
+        items = [kind(t.strip()) for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        for item in items:
+            if allowed and item not in allowed:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(allowed)}")
+        return items
+    return parse
+
+
+def _positive(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autotune", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"autotune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sw = sub.add_parser("sweep", help="tune every problem of a model on a GPU and store the results")
+    sw.add_argument("--gpu", type=int, default=None, help="CUDA device index to tune on")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="no GPU: render and compile the candidates for --arch and report failures and resources")
+    sw.add_argument("--arch", default="sm_90", help="target arch for --dry-run (default sm_90)")
+    sw.add_argument("--model", default="mobilenet_v2", choices=sorted(MODELS))
+    sw.add_argument("--ops", type=_csv(str, OPS), default=list(OPS), help="dw,pw")
+    sw.add_argument("--dtype", type=_csv(str, DTYPES), default=["float16", "float32"])
+    sw.add_argument("--layout", type=_csv(str, LAYOUTS), default=["nhwc", "nchw"])
+    sw.add_argument("--batch", type=_csv(_positive), default=[1, 16])
+    sw.add_argument("--trials", type=_positive, default=40, help="configurations measured per problem")
+    sw.add_argument("--timeout", type=float, default=None, help="seconds per problem's study")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--jobs", type=_positive, default=3, help="problems tuned at once (the GPU is still shared one at a time)")
+    sw.add_argument("--db", default=None, help="database path (default $AUTOTUNE_DB or tuned_db/autotune.db)")
+    sw.add_argument("--no-baselines", action="store_true", help="skip the PyTorch/cuDNN timings")
+
+    sh = sub.add_parser("show", help="list GPUs, problems and best variants in a database")
+    sh.add_argument("--db", default=None)
+    sh.add_argument("--gpu", default=None, help="only this GPU (name as listed)")
+    return parser
+
+
+class Progress:
+    """One self-rewriting status line on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, unit: str):
+        self.total, self.unit, self.done, self.start = total, unit, 0, time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def step(self, n: int = 1, note: str = ""):
+        self.done += n
+        now = time.monotonic()
+        if not self.tty and now - self._last < 10 and self.done < self.total:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else 0
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.unit} "
+                f"{int(now - self.start)}s elapsed, ~{int(eta)}s left {note}")
+        sys.stderr.write(("\r" + line[:150].ljust(150)) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def cmd_sweep(args) -> int:
+    problems = model_problems(args.model, ops=args.ops, batches=args.batch, dtypes=args.dtype, layouts=args.layout)
+    if args.dry_run:
+        return dry_run(problems, args)
+    from .baselines import torch_available  # noqa: F401  (cheap; torch itself is imported lazily)
+    if args.gpu is None:
+        print("autotune sweep: pass --gpu N to tune on CUDA device N, or --dry-run --arch sm_90 to only "
+              "compile the candidates without a GPU", file=sys.stderr)
+        return 2
+    reason = _gpu_missing(args.gpu)
+    if reason:
+        print(f"autotune sweep: no usable GPU {args.gpu}: {reason}\n"
+              f"Without a GPU, `autotune sweep --dry-run --arch sm_90` renders and compiles every candidate.",
+              file=sys.stderr)
+        return 2
+    from .store import Store
+    from .sweep import elapsed, format_table, run_sweep
+    store = Store(args.db)
+    print(f"autotune: {len(problems)} problems x {args.trials} trials on GPU {args.gpu}, results in {store.path}",
+          file=sys.stderr)
+    bar = Progress(len(problems) * args.trials, "trials")
+    counted = {}
+
+    def progress(event, result):
+        key = result.problem.key
+        if event == "trial":
+            bar.step(result.measured - counted.get(key, 0), f"| {key[:48]}")
+            counted[key] = result.measured
+        else:   # a problem finished early (space exhausted, timeout): count its remaining trials
+            bar.step(max(0, args.trials - counted.get(key, 0)))
+            counted[key] = args.trials
+
+    start = time.monotonic()
+    rows = run_sweep(problems, store, device_id=args.gpu, trials=args.trials, timeout_s=args.timeout,
+                     seed=args.seed, jobs=args.jobs, baselines=not args.no_baselines, progress=progress)
+    bar.close()
+    print(format_table(rows))
+    print(f"\n{len(rows)} problems tuned in {elapsed(start)} (m:ss); database: {store.path}")
+    return 0
+
+
+def _gpu_missing(device_id: int) -> str | None:
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:        # no driver, no CuPy, ...
+        return f"{type(exc).__name__}: {exc}".strip()
+    if device_id < 0 or device_id >= count:
+        return f"{count} CUDA device(s) visible"
+    return None
+
+
+def dry_run(problems, args) -> int:
+    """Render and compile, for --arch, each problem's default configuration and --trials seeded samples
+    of its valid space (the candidates a sweep would start from). Needs no GPU."""
+    from . import codegen, kernels
+    from .compiler import ParallelCompiler, normalize_arch
+    from .searchspace import all_configs, valid_configs
+    arch = normalize_arch(args.arch)
+    sources, labels = {}, {}
+    excluded = 0
+    for problem in problems:
+        rng = random.Random(f"{args.seed}:{problem.key}")
+        for family in kernels.families_for(problem):
+            valid = valid_configs(family, problem)
+            excluded += sum(1 for _ in all_configs(family, problem)) - len(valid)
+            picks = [family.default_config(problem)] + rng.sample(valid, min(args.trials, len(valid)))
+            for config in picks:
+                code = codegen.render(family, problem, config).code
+                sources.setdefault(code, (family.name, problem.key, config))
+    print(f"dry run for {arch}: {len(problems)} problems, {len(sources)} distinct kernels to compile "
+          f"({excluded} configurations excluded by constraints before compiling)", file=sys.stderr)
+    bar = Progress(len(sources), "kernels")
+    with ParallelCompiler() as compiler:
+        results = compiler.compile(list(sources), arch, progress=lambda n: bar.step(n))
+    bar.close()
+    failures = [(sources[c], r) for c, r in zip(sources, results) if isinstance(r, Exception)]
+    ok = [r for r in results if not isinstance(r, Exception)]
+    by_family = {}
+    for (family, _, _), r in zip(sources.values(), results):
+        if not isinstance(r, Exception):
+            by_family.setdefault(family, []).append(r)
+    print(f"{'family':20s} {'kernels':>8s} {'registers min/median/max':>26s} {'spilling':>9s} {'max smem':>9s}")
+    for family, rs in sorted(by_family.items()):
+        regs = sorted(r.registers or 0 for r in rs)
+        print(f"{family:20s} {len(rs):8d} {regs[0]:>10d}/{regs[len(regs) // 2]}/{regs[-1]:<8d} "
+              f"{sum(1 for r in rs if r.spill_bytes):9d} {max(r.shared_bytes or 0 for r in rs):9d}")
+    for (family, key, config), err in failures[:10]:
+        print(f"\nFAILED {family} {key} {config}:\n{str(err)[:1500]}")
+    print(f"\n{len(ok)} compiled, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+def cmd_show(args) -> int:
+    from .store import Store
+    from .sweep import format_table, summary_row
+    try:
+        store = Store(args.db, create=False)
+    except FileNotFoundError as exc:
+        print(f"autotune show: {exc}", file=sys.stderr)
+        return 2
+    gpus = [g for g in store.gpus() if args.gpu in (None, g["id"], g["name"])]
+    if not gpus:
+        print(f"autotune show: no GPU {args.gpu!r} in {store.path}", file=sys.stderr)
+        return 2
+    for g in gpus:
+        print(f"{g['id']}: {g['sm_count']} SMs, copy bandwidth {g['copy_bandwidth'] / 1e9:.0f} GB/s, measured {g['measured_at']}")
+        rows = [summary_row(store, g["id"], store.problem(r["problem"]))
+                for r in store.db.query("select problem from best where gpu = ? order by problem", [g["id"]])]
+        print(format_table(rows))
+        counts = dict(store.db.execute("select status, count(*) from trials where gpu = ? group by status",
+                                       [g["id"]]).fetchall())
+        print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"sweep": cmd_sweep, "show": cmd_show}[args.command](args)
+    except ProblemError as exc:
+        print(f"autotune: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nautotune: interrupted; finished trials are saved, run the same command to resume", file=sys.stderr)
+        return 130

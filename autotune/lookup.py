@@ -1,0 +1,165 @@
+"""Lookup at inference: the tuned kernel for a problem on this GPU, as a callable.
+
+    import autotune
+    conv = autotune.lookup(op="dw", N=1, C=32, H=112, W=112, k=3, act="relu6", dtype="float16", layout="nhwc")
+    y = conv(x, w, bias)            # CuPy arrays, torch tensors, anything with __cuda_array_interface__
+
+An untuned shape falls back, in order: the nearest tuned shape on the same GPU, the same shape or
+nearest on another GPU of the same compute capability, then the family's safe default; the kernel's
+`fallback` says which, and a warning says it once.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import numpy as np
+
+from . import codegen, compiler, kernels
+from .problem import Problem
+from .store import Store, gpu_id
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+_SAME_KIND = ("op", "k", "stride", "padding", "bias", "act", "dtype", "layout")
+
+
+class TunedKernel:
+    """Runs one problem's chosen kernel on the current stream. Compiled once, then cached."""
+
+    def __init__(self, problem: Problem, family, config: dict, arch: str, fallback: str):
+        self.problem, self.family, self.config, self.fallback = problem, family, config, fallback
+        self.arch = arch
+        self.launch = family.launch(problem, config)
+        self._scalars = tuple(np.int32(v) for v in kernels.scalar_args(problem))
+        self._fn = None
+        self._streams = {}
+        p = problem
+        self._x_shapes = {p.input_shape, (p.N, p.C, p.H, p.W)}
+        self._y_shape = p.output_shape
+
+    def __repr__(self):
+        return f"TunedKernel({self.problem.key!r}, {self.family.name}, {self.config}, fallback={self.fallback!r})"
+
+    def _function(self):
+        if self._fn is None:
+            from .runner import load_function
+            source = codegen.render(self.family, self.problem, self.config)
+            self._fn = load_function(compiler.compile_code(source.code, self.arch), self.family.entry)
+        return self._fn
+
+    def __call__(self, x, w, bias=None, out=None):
+        p = self.problem
+        torch_like = hasattr(x, "data_ptr")
+        if tuple(x.shape) not in self._x_shapes:
+            raise ValueError(f"x: shape {tuple(x.shape)} does not match {p.input_shape} of {p.key}")
+        if p.bias and bias is None:
+            raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
+        if out is None:
+            out = _empty_like_output(x, p, torch_like)
+        stream = _current_stream(torch_like, self._streams)
+        args = (np.uint64(_pointer(x)), np.uint64(_pointer(w)),
+                np.uint64(_pointer(bias) if bias is not None else 0), np.uint64(_pointer(out)), *self._scalars)
+        self._function()(self.launch.grid, self.launch.block, args, shared_mem=self.launch.shared_mem, stream=stream)
+        return out
+
+
+def _pointer(a) -> int:
+    if hasattr(a, "data_ptr"):                      # torch
+        return a.data_ptr()
+    data = getattr(a, "data", None)
+    if data is not None and hasattr(data, "ptr"):   # cupy
+        return data.ptr
+    if hasattr(a, "__cuda_array_interface__"):
+        return a.__cuda_array_interface__["data"][0]
+    if hasattr(a, "__dlpack__"):
+        import cupy
+        return cupy.from_dlpack(a).data.ptr
+    raise TypeError(f"{type(a).__name__} is not a GPU array (no __cuda_array_interface__ or DLPack)")
+
+
+def _empty_like_output(x, p: Problem, torch_like: bool):
+    if torch_like:
+        import torch
+        if tuple(x.shape) == (p.N, p.C, p.H, p.W) and p.layout == "nhwc":   # channels_last tensor
+            return torch.empty((p.N, p.C_out, p.H_out, p.W_out), dtype=x.dtype, device=x.device,
+                               memory_format=torch.channels_last)
+        return torch.empty(p.output_shape, dtype=x.dtype, device=x.device)
+    import cupy
+    return cupy.empty(p.output_shape, dtype=p.dtype)
+
+
+def _current_stream(torch_like: bool, cache: dict):
+    import cupy
+    if not torch_like:
+        return cupy.cuda.get_current_stream()
+    import torch
+    ptr = torch.cuda.current_stream().cuda_stream
+    if ptr not in cache:
+        cache[ptr] = cupy.cuda.ExternalStream(ptr)
+    return cache[ptr]
+
+
+def current_gpu(device_id: int | None = None) -> dict:
+    import cupy
+    dev = cupy.cuda.Device(device_id) if device_id is not None else cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return {"name": name, "compute_capability": f"{props['major']}.{props['minor']}",
+            "arch": f"sm_{props['major']}{props['minor']}"}
+
+
+def _distance(row: dict, problem: Problem) -> float:
+    return sum(abs(math.log(row[f] / getattr(problem, f))) for f in ("N", "C", "H", "W", "C_out"))
+
+
+def choose(problem: Problem, store: Store | None, gpu: dict):
+    """(family, config, fallback description) for this problem on this GPU."""
+    families = {f.name: f for f in kernels.families_for(problem)}
+    if not families:
+        raise ValueError(f"no kernel family runs {problem.key}")
+    if store is not None:
+        gid = gpu_id(gpu)
+        rows = [r for r in store.best_rows() if r["family"] in families
+                and all(_field(r, f) == getattr(problem, f) for f in _SAME_KIND)
+                and families[r["family"]].check(problem, r["config"]) is None]
+        tiers = [("exact", lambda r: r["gpu"] == gid and r["problem"] == problem.key),
+                 ("nearest tuned shape on this GPU", lambda r: r["gpu"] == gid),
+                 ("same compute capability", lambda r: r["compute_capability"] == gpu["compute_capability"])]
+        for label, keep in tiers:
+            candidates = [r for r in rows if keep(r)]
+            if candidates:
+                r = min(candidates, key=lambda r: (_distance(r, problem), r["time_us"]))
+                if label != "exact":
+                    label = f"{label}: {r['problem']} on {r['gpu']}"
+                return families[r["family"]], r["config"], label
+    family = next(iter(families.values()))
+    return family, family.default_config(problem), "default configuration (nothing tuned fits)"
+
+
+def _field(row, name):
+    return bool(row[name]) if name == "bias" else row[name]
+
+
+def lookup(problem: Problem | None = None, *, db=None, device: int | None = None, **fields) -> TunedKernel:
+    """The tuned kernel for `problem` (or the Problem fields given as keywords) on the current GPU."""
+    if problem is None:
+        problem = Problem(**fields)
+    elif fields:
+        raise TypeError("pass either a Problem or its fields as keywords, not both")
+    gpu = current_gpu(device)
+    key = (problem, str(db), gpu["name"], device)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        try:
+            store = Store(db, create=False)
+        except FileNotFoundError:
+            store = None
+        family, config, fallback = choose(problem, store, gpu)
+        kernel = TunedKernel(problem, family, config, gpu["arch"], fallback)
+        if fallback != "exact":
+            warnings.warn(f"autotune: {problem.key} is not tuned for {gpu['name']}; using {fallback}", stacklevel=2)
+        _CACHE[key] = kernel
+        return kernel

@@ -1,0 +1,47 @@
+"""Layer shapes of known networks, as Problems (BatchNorm folded: every conv has a bias)."""
+from __future__ import annotations
+
+from .problem import Problem
+
+# torchvision's MobileNetV2: (expansion t, output channels c, repeats n, first stride s)
+_MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+def mobilenet_v2_layers(resolution: int = 224) -> list[dict]:
+    """Every depthwise and 1x1 conv of MobileNetV2, in order, as Problem fields without N/dtype/layout."""
+    layers, c_in, size = [], 32, resolution // 2          # after the stem's stride-2 3x3 conv
+    for t, c, n, s in _MOBILENET_V2:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = c_in * t
+            if t != 1:
+                layers.append(dict(op="pw", C=c_in, H=size, W=size, C_out=hidden, act="relu6"))
+            layers.append(dict(op="dw", C=hidden, H=size, W=size, k=3, stride=stride, act="relu6"))
+            size = (size + 2 - 3) // stride + 1
+            layers.append(dict(op="pw", C=hidden, H=size, W=size, C_out=c, act="none"))
+            c_in = c
+    layers.append(dict(op="pw", C=c_in, H=size, W=size, C_out=1280, act="relu6"))
+    return layers
+
+
+MODELS = {"mobilenet_v2": mobilenet_v2_layers}
+
+
+def model_problems(model: str, ops=("dw", "pw"), batches=(1, 16), dtypes=("float16", "float32"),
+                   layouts=("nhwc", "nchw")) -> list[Problem]:
+    """Distinct problems of a model for every batch/dtype/layout asked for, in model order."""
+    if model not in MODELS:
+        raise ValueError(f"model: unknown {model!r} (choose from {', '.join(MODELS)})")
+    seen, problems = set(), []
+    for layer in MODELS[model]():
+        if layer["op"] not in ops:
+            continue
+        for batch in batches:
+            for dtype in dtypes:
+                for layout in layouts:
+                    p = Problem(N=batch, dtype=dtype, layout=layout, bias=True, **layer)
+                    if p.key not in seen:
+                        seen.add(p.key)
+                        problems.append(p)
+    return problems

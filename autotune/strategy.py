@@ -1,0 +1,174 @@
+"""Search strategy: one Optuna study per (GPU, problem), seeded TPE by default.
+
+The study's parameters are the kernel family plus that family's parameters (all categorical). A
+proposal that breaks the family's constraints is recorded as invalid without being compiled, and
+told to Optuna as infeasible so TPE learns to avoid it. Resuming rebuilds the study from the trials
+already in the database: a configuration measured before is never measured again.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+
+from . import codegen, store as st
+from .compiler import CompileError
+from .problem import Problem
+from .searchspace import config_key, valid_configs
+from .workers import WorkerLost
+
+PENALTY_US = 1e7          # objective told for configurations that cannot run: far worse than any
+BATCH = 8                 # proposals compiled together (TPE's constant liar keeps them apart)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def problem_seed(problem: Problem, seed: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{problem.key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _distributions(families, problem) -> dict:
+    dists = {"family": optuna.distributions.CategoricalDistribution([f.name for f in families])}
+    for fam in families:
+        for name, values in fam.space(problem).items():
+            dists[f"{fam.name}.{name}"] = optuna.distributions.CategoricalDistribution(list(values))
+    return dists
+
+
+def _params(family, config) -> dict:
+    return {"family": family.name, **{f"{family.name}.{k}": v for k, v in config.items()}}
+
+
+def _constraint(trial) -> list:
+    return [trial.user_attrs.get("violation", 0.0)]
+
+
+@dataclass
+class TuneResult:
+    problem: Problem
+    measured: int = 0          # distinct configurations verified and timed, earlier runs included
+    new: int = 0               # ... measured by this run
+    invalid: int = 0
+    failed: int = 0
+    best_us: float | None = None
+    best: dict | None = field(default=None)
+
+
+def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compiler, arch: str,
+         trials: int, timeout_s: float | None = None, seed: int = 0, progress=None) -> TuneResult:
+    """Tune one problem until `trials` distinct configurations have been measured (counting those
+    measured in earlier runs), the valid space is exhausted, or `timeout_s` passes.
+
+    measure(family, config, binary) -> trial record dict (status, time_us, error, max_error);
+    it may raise WorkerLost. compiler: a ParallelCompiler.
+    """
+    by_name = {f.name: f for f in families}
+    sampler = optuna.samplers.TPESampler(seed=problem_seed(problem, seed), multivariate=True,
+                                         group=True, constant_liar=True, constraints_func=_constraint,
+                                         n_startup_trials=min(10, max(3, trials // 4)))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    dists = _distributions(families, problem)
+    result = TuneResult(problem)
+    seen = set()
+    space_size = sum(len(valid_configs(f, problem)) for f in families)
+
+    for row in store.trials(gpu, problem.key):                    # resume
+        fam = by_name.get(row["family"])
+        if fam is None or set(row["config"]) != set(fam.space(problem)):
+            continue
+        seen.add((fam.name, config_key(row["config"])))
+        ok = row["status"] == st.OK
+        study.add_trial(optuna.trial.create_trial(
+            params=_params(fam, row["config"]), distributions=dists,
+            value=row["time_us"] if ok else PENALTY_US,
+            user_attrs={"violation": 0.0 if ok else 1.0}))
+        result.measured += ok
+        result.invalid += row["status"] == st.INVALID
+        result.failed += row["status"] not in (st.OK, st.INVALID)
+    _refresh_best(result, store, gpu, problem)
+
+    first = families[0]
+    if (first.name, config_key(first.default_config(problem))) not in seen:
+        study.enqueue_trial(_params(first, first.default_config(problem)))   # a safe start
+
+    start = time.monotonic()
+    idle_asks = 0
+    while result.measured < min(trials, space_size) and idle_asks < 200:
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            break
+        batch = []
+        for _ in range(BATCH):
+            trial = study.ask()
+            fam = by_name[trial.suggest_categorical("family", [f.name for f in families])]
+            config = {name: trial.suggest_categorical(f"{fam.name}.{name}", list(values))
+                      for name, values in fam.space(problem).items()}
+            key = (fam.name, config_key(config))
+            reason = fam.check(problem, config)
+            if key in seen:                     # measured before: tell the known outcome, skip it
+                idle_asks += 1
+                known = store.find_trial(gpu, problem, fam.name, config)
+                ok = known is not None and known["status"] == st.OK
+                _tell(study, trial, known["time_us"] if ok else None)
+            elif reason:
+                seen.add(key)
+                result.invalid += 1
+                idle_asks += 1
+                store.add_trial(gpu, problem, fam.name, config, st.INVALID, error=reason,
+                                trial_number=trial.number)
+                _tell(study, trial, None)
+            else:
+                seen.add(key)
+                batch.append((trial, fam, config))
+            if len(batch) + result.measured >= trials:
+                break
+        if not batch:
+            continue
+        idle_asks = 0
+        sources = [codegen.render(fam, problem, config).code for _, fam, config in batch]
+        binaries = compiler.compile(sources, arch)
+        for (trial, fam, config), binary in zip(batch, binaries):
+            record = _run_one(measure, fam, config, binary)
+            store.add_trial(gpu, problem, fam.name, config, trial_number=trial.number, **record)
+            ok = record["status"] == st.OK
+            result.measured += ok
+            result.new += ok
+            result.failed += not ok
+            _tell(study, trial, record["time_us"] if ok else None)
+            _refresh_best(result, store, gpu, problem)
+            if progress:
+                progress(result)
+    return result
+
+
+def _run_one(measure, fam, config, binary) -> dict:
+    if isinstance(binary, CompileError):
+        return {"status": st.COMPILE_ERROR, "error": str(binary)[-2000:]}
+    resources = {"registers": binary.registers, "spill_bytes": binary.spill_bytes}
+    try:
+        record = measure(fam, config, binary)
+    except WorkerLost as exc:
+        return {"status": st.FAILED, "error": str(exc), **resources}
+    except RuntimeError as exc:
+        return {"status": st.FAILED, "error": str(exc)[-2000:], **resources}
+    return {**record, **resources}
+
+
+def _tell(study, trial, time_us):
+    if time_us is None:
+        trial.set_user_attr("violation", 1.0)
+        study.tell(trial, PENALTY_US)
+    else:
+        trial.set_user_attr("violation", 0.0)
+        study.tell(trial, time_us)
+
+
+def _refresh_best(result: TuneResult, store, gpu, problem):
+    best = store.best(gpu, problem.key)
+    if best:
+        result.best_us, result.best = best["time_us"], best

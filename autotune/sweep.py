@@ -1,0 +1,143 @@
+"""A sweep: tune many problems on one GPU and store everything, resumable at any point.
+
+Several problems are tuned at once (threads, each with its own worker process), so that proposing,
+compiling and checking overlap with measuring; a lock lets only one worker use the GPU at a time,
+so no measurement ever shares the GPU with another.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import kernels, store as st
+from .baselines import memory_floor_us
+from .compiler import ParallelCompiler, binary_summary
+from .problem import Problem
+from .strategy import TuneResult, problem_seed, tune
+from .workers import GpuWorker
+
+
+@dataclass
+class Row:
+    """One line of the final table."""
+    problem: Problem
+    best_us: float | None
+    cudnn_us: float | None
+    cudnn_conv_us: float | None
+    floor_us: float
+    measured: int
+
+    @property
+    def peer_us(self):
+        """The stronger PyTorch peer: with bias/activation, or the bare convolution."""
+        peers = [t for t in (self.cudnn_us, self.cudnn_conv_us) if t]
+        return min(peers) if peers else None
+
+    @property
+    def speedup(self):
+        return self.cudnn_us / self.best_us if self.best_us and self.cudnn_us else None
+
+    @property
+    def speedup_vs_stronger(self):
+        return self.peer_us / self.best_us if self.best_us and self.peer_us else None
+
+    @property
+    def floor_fraction(self):
+        return self.floor_us / self.best_us if self.best_us else None
+
+
+class _GpuSession:
+    """A worker process per tuning thread, sharing one lock around every use of the GPU."""
+
+    def __init__(self, device_id: int, lock: threading.Lock):
+        self.worker = GpuWorker(device_id)
+        self.lock = lock
+
+    def gpu(self, *request, **kw):
+        with self.lock:
+            return self.worker.request(*request, **kw)
+
+    def prepare(self, problem: Problem, seed: int):
+        self.worker.request("prepare", problem.to_dict(), seed, timeout_s=600)   # CPU, unlocked
+        self.gpu("upload", seed, timeout_s=120)
+
+    def measure(self, family, config, binary):
+        fields = binary_summary(binary) | {"image": binary.image, "log": ""}
+        return self.gpu("measure", family.name, config, fields)
+
+
+def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, timeout_s: float | None = None,
+              seed: int = 0, jobs: int = 3, compile_jobs: int | None = None, baselines: bool = True,
+              progress=None) -> list[Row]:
+    lock = threading.Lock()
+    local = threading.local()
+    sessions = []
+
+    def session() -> _GpuSession:
+        if not hasattr(local, "session"):
+            local.session = _GpuSession(device_id, lock)
+            sessions.append(local.session)
+        return local.session
+
+    first = session()
+    gpu_info = first.gpu("describe", timeout_s=300)
+    gpu = store.add_gpu(gpu_info)
+    arch = gpu_info["arch"]
+
+    with ParallelCompiler(compile_jobs) as compiler:
+        def work(problem: Problem) -> TuneResult:
+            s = session()
+            store.add_problem(problem)
+            pseed = problem_seed(problem, seed)
+            if baselines and "cudnn" not in store.baselines(gpu, problem.key):
+                peers = s.gpu("baseline", problem.to_dict(), timeout_s=600)
+                for peer in ("cudnn", "cudnn_conv"):
+                    if peer in peers:
+                        store.add_baseline(gpu, problem, peer, peers[peer], peers.get("versions", ""))
+            store.add_baseline(gpu, problem, "memory_floor",
+                               memory_floor_us(problem, gpu_info["copy_bandwidth"]),
+                               f"{problem.min_bytes()} bytes at {gpu_info['copy_bandwidth'] / 1e9:.0f} GB/s")
+            s.prepare(problem, pseed % 2**31)
+            result = tune(problem, kernels.families_for(problem), gpu, store, s.measure, compiler, arch,
+                          trials=trials, timeout_s=timeout_s, seed=seed,
+                          progress=(lambda r: progress("trial", r)) if progress else None)
+            if progress:
+                progress("done", result)
+            return result
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                results = list(pool.map(work, problems))
+        finally:
+            for s in sessions:
+                s.worker.close()
+    return [summary_row(store, gpu, r.problem, r.measured) for r in results]
+
+
+def summary_row(store: st.Store, gpu: str, problem: Problem, measured: int = 0) -> Row:
+    best = store.best(gpu, problem.key)
+    peers = store.baselines(gpu, problem.key)
+    floor = peers.get("memory_floor")
+    if floor is None:
+        info = store.gpu(gpu)
+        floor = memory_floor_us(problem, info["copy_bandwidth"])
+    return Row(problem, best["time_us"] if best else None, peers.get("cudnn"), peers.get("cudnn_conv"),
+               floor, measured)
+
+
+def format_table(rows: list[Row]) -> str:
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+    head = f"{'problem':56s} {'best us':>8s} {'cuDNN us':>9s} {'conv-only':>9s} {'speedup':>8s} {'vs best peer':>12s} {'floor frac':>10s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.problem.key:56s} {f(r.best_us, '8.2f')} {f(r.cudnn_us, '9.2f')} {f(r.cudnn_conv_us, '9.2f')} "
+                     f"{f(r.speedup, '7.2f')}x {f(r.speedup_vs_stronger, '11.2f')}x {f(r.floor_fraction, '10.2f')}")
+    return "\n".join(lines)
+
+
+def elapsed(start: float) -> str:
+    s = int(time.monotonic() - start)
+    return f"{s // 60}:{s % 60:02d}"
