@@ -54,6 +54,10 @@ class TunedKernel:
         torch_like = hasattr(x, "data_ptr")
         if tuple(x.shape) not in self._x_shapes:
             raise ValueError(f"x: shape {tuple(x.shape)} does not match {p.input_shape} of {p.key}")
+        if not _dense_in_layout(x, p.layout):
+            raise ValueError(f"x: not densely stored in {p.layout.upper()} order")
+        if out is not None and not _dense_in_layout(out, p.layout):
+            raise ValueError(f"out: not densely stored in {p.layout.upper()} order")
         if p.bias and bias is None:
             raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
         if out is None:
@@ -63,6 +67,17 @@ class TunedKernel:
                 np.uint64(_pointer(bias) if bias is not None else 0), np.uint64(_pointer(out)), *self._scalars)
         self._function()(self.launch.grid, self.launch.block, args, shared_mem=self.launch.shared_mem, stream=stream)
         return out
+
+
+def _dense_in_layout(a, layout: str) -> bool:
+    """Torch tensors may be NCHW-shaped channels_last views; anything else must be C-contiguous."""
+    if hasattr(a, "is_contiguous"):
+        if layout == "nhwc" and a.dim() == 4 and not a.is_contiguous():
+            import torch
+            return a.is_contiguous(memory_format=torch.channels_last)
+        return a.is_contiguous()
+    flags = getattr(a, "flags", None)
+    return flags is None or bool(flags.c_contiguous)
 
 
 def _pointer(a) -> int:

@@ -2,7 +2,7 @@
 
 The study's parameters are the kernel family plus that family's parameters (all categorical). A
 proposal that breaks the family's constraints is recorded as invalid without being compiled, and
-told to Optuna as infeasible so TPE learns to avoid it. Resuming rebuilds the study from the trials
+told to Optuna with a penalty time so TPE learns to avoid it. Resuming rebuilds the study from the trials
 already in the database: a configuration measured before is never measured again.
 """
 from __future__ import annotations
@@ -45,10 +45,6 @@ def _params(family, config) -> dict:
     return {"family": family.name, **{f"{family.name}.{k}": v for k, v in config.items()}}
 
 
-def _constraint(trial) -> list:
-    return [trial.user_attrs.get("violation", 0.0)]
-
-
 @dataclass
 class TuneResult:
     problem: Problem
@@ -70,7 +66,7 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
     """
     by_name = {f.name: f for f in families}
     sampler = optuna.samplers.TPESampler(seed=problem_seed(problem, seed), multivariate=True,
-                                         group=True, constant_liar=True, constraints_func=_constraint,
+                                         group=True, constant_liar=True,
                                          n_startup_trials=min(10, max(3, trials // 4)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
     dists = _distributions(families, problem)
@@ -86,8 +82,7 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
         ok = row["status"] == st.OK
         study.add_trial(optuna.trial.create_trial(
             params=_params(fam, row["config"]), distributions=dists,
-            value=row["time_us"] if ok else PENALTY_US,
-            user_attrs={"violation": 0.0 if ok else 1.0}))
+            value=row["time_us"] if ok else PENALTY_US))
         result.measured += ok
         result.invalid += row["status"] == st.INVALID
         result.failed += row["status"] not in (st.OK, st.INVALID)
@@ -160,12 +155,7 @@ def _run_one(measure, fam, config, binary) -> dict:
 
 
 def _tell(study, trial, time_us):
-    if time_us is None:
-        trial.set_user_attr("violation", 1.0)
-        study.tell(trial, PENALTY_US)
-    else:
-        trial.set_user_attr("violation", 0.0)
-        study.tell(trial, time_us)
+    study.tell(trial, PENALTY_US if time_us is None else time_us)
 
 
 def _refresh_best(result: TuneResult, store, gpu, problem):

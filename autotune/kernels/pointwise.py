@@ -1,0 +1,291 @@
+"""Pointwise (1x1) convolution families: a register-blocked SIMT GEMM (fp32, fp16) and a tensor-core GEMM (fp16).
+
+Both compute the GEMM with pixels as rows and output channels as columns, K = input channels:
+    NHWC: y[M x C_out] = x[M x C] * w^T, M = N*H*W, rows strided by ldx / ldy
+    NCHW: per image (grid.z), y_n[C_out x HW]^T = x_n[C x HW]^T * w^T
+block_m tiles pixels (grid.x), block_n tiles output channels (grid.y).
+
+Vector widths (vec_x, vec_w, vec_y, in elements) must divide the runtime sizes they step along, which check()
+verifies on the Problem: x loads along C (NHWC; also the stride ldx) or H*W (NCHW), w loads along C, y stores
+along C_out (NHWC; also ldy) or H*W (NCHW). check() assumes ldx = C and ldy = C_out: an exporter that passes
+padded strides (e.g. TensorRT's HWC8) must also check that vec_x divides ldx and vec_y divides ldy. The
+kernels also assume x, w, y base pointers 16-byte aligned (fresh allocations are; offset views may not be).
+space() and default_config() use only the widest valid vector for each stream (narrower is never faster);
+check() accepts any valid width. Widths valid for C stay valid for strides padded to a multiple of 8.
+"""
+from __future__ import annotations
+
+from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK, REGISTERS_PER_SM, Launch,
+               ceil_div)
+
+VECTOR_BYTES = 16
+VEC_PARAMS = ("vec_x", "vec_w", "vec_y")
+
+
+def _round_up(a, b):
+    return ceil_div(a, b) * b
+
+
+def _gemm_rows(problem):
+    """Pixels one z-slice of the grid covers: all of them (NHWC) or one image's (NCHW)."""
+    return problem.N * problem.H * problem.W if problem.layout == "nhwc" else problem.H * problem.W
+
+
+def vector_dims(problem) -> dict:
+    """For each vector width, the runtime sizes (strides at their defaults) it must divide."""
+    hw = problem.H * problem.W
+    if problem.layout == "nhwc":
+        return {"vec_x": (problem.C,), "vec_w": (problem.C,), "vec_y": (problem.C_out,)}
+    return {"vec_x": (hw,), "vec_w": (problem.C,), "vec_y": (hw,)}
+
+
+def vector_widths(problem) -> tuple:
+    """Vector widths (elements) that fit in one 16-byte access."""
+    return tuple(v for v in (1, 2, 4, 8) if v * problem.itemsize <= VECTOR_BYTES)
+
+
+def widest_vector(problem, name) -> int:
+    dims = vector_dims(problem)[name]
+    return max(v for v in vector_widths(problem) if all(d % v == 0 for d in dims))
+
+
+class _Pointwise:
+    entry = "pw_conv2d"
+    params: tuple = ()
+    space_values: dict = {}
+
+    def applies(self, problem) -> bool:
+        return problem.op == "pw"
+
+    def space(self, problem) -> dict:
+        space = dict(self.space_values)
+        for name in VEC_PARAMS:
+            space[name] = (widest_vector(problem, name),)
+        return space
+
+    # ---- shared pieces of check() ------------------------------------------------------------------
+    def _check_keys(self, config):
+        missing = [p for p in self.params if p not in config]
+        if missing:
+            return f"missing parameter(s): {', '.join(missing)}"
+        unknown = sorted(set(config) - set(self.params))
+        if unknown:
+            return f"unknown parameter(s): {', '.join(unknown)}"
+        for p in self.params:
+            v = config[p]
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                return f"{p}={v!r} must be a positive integer"
+        return None
+
+    def _check_vectors(self, problem, config):
+        dims = vector_dims(problem)
+        for name in VEC_PARAMS:
+            v = config[name]
+            if v not in vector_widths(problem):
+                return f"{name}={v}: vector widths are {vector_widths(problem)} for {problem.dtype}"
+            bad = [d for d in dims[name] if d % v]
+            if bad:
+                return f"{name}={v} does not divide {bad[0]} (misaligned vector accesses)"
+        return None
+
+    def _check_resources(self, problem, config):
+        threads = self.threads(config)
+        if not 32 <= threads <= MAX_THREADS_PER_BLOCK:
+            return f"{threads} threads per block (need 32..{MAX_THREADS_PER_BLOCK})"
+        smem = self.shared_bytes(problem, config)
+        if smem > MAX_SHARED_BYTES:
+            return f"{smem} bytes of shared memory > {MAX_SHARED_BYTES}"
+        regs = self.registers(problem, config)
+        if regs > MAX_REGISTERS_PER_THREAD:
+            return f"~{regs} registers per thread > {MAX_REGISTERS_PER_THREAD}"
+        if regs * threads > REGISTERS_PER_SM:
+            return f"~{regs} registers x {threads} threads > {REGISTERS_PER_SM} (block cannot launch)"
+        return None
+
+    def _check_pruning(self, problem, config, k_step):
+        """Tiles far beyond the problem are valid but only waste the tuner's time."""
+        smallest = {p: min(self.space_values[p]) for p in ("block_m", "block_n", "block_k")}
+        for p, size, step in (("block_m", _gemm_rows(problem), 16), ("block_n", problem.C_out, 8),
+                              ("block_k", problem.C, k_step)):
+            if config[p] > smallest[p] and config[p] >= 2 * _round_up(size, step):
+                return f"{p}={config[p]} is at least twice the problem's {size} (pruned)"
+        k_tiles = ceil_div(problem.C, config["block_k"])
+        if config["stages"] > 1 and config["stages"] > k_tiles:
+            return f"stages={config['stages']} > {k_tiles} K slices (pruned)"
+        return None
+
+    # ---- launch ------------------------------------------------------------------------------------
+    def launch(self, problem, config) -> Launch:
+        p = problem
+        if p.layout == "nhwc":
+            rows, images = p.N * p.H * p.W, 1
+        else:
+            rows, images = p.H * p.W, p.N
+        grid = (ceil_div(rows, config["block_m"]), ceil_div(p.C_out, config["block_n"]), images)
+        return Launch(grid=grid, block=(self.threads(config), 1, 1), shared_mem=0)  # shared memory is static
+
+    def default_config(self, problem) -> dict:
+        for candidate in self._default_candidates():
+            for stages in (candidate["stages"], 1):   # small C: one K slice, nothing to pipeline
+                config = {**candidate, "stages": stages,
+                          **{name: widest_vector(problem, name) for name in VEC_PARAMS}}
+                if self.check(problem, config) is None:
+                    return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # check() bug
+
+
+class SimtPointwise(_Pointwise):
+    """Tiled SIMT GEMM: fp32 math on CUDA cores, fp32 or fp16 storage.
+
+    block_m x block_n output tile per block, thread_m x thread_n outputs per thread (as runs of <= 4 contiguous
+    elements), block_k-deep K slices staged in shared memory as fp32 (1 or 2 buffers = stages).
+    """
+    name = "pointwise"
+    template = "pointwise.cu.j2"
+    params = ("block_m", "block_n", "block_k", "thread_m", "thread_n", "stages", *VEC_PARAMS)
+    space_values = {
+        "block_m": (16, 32, 64, 128),
+        "block_n": (16, 32, 64, 128),
+        "block_k": (8, 16, 32),
+        "thread_m": (2, 4, 8),
+        "thread_n": (2, 4, 8),
+        "stages": (1, 2),
+    }
+
+    def threads(self, config):
+        return (config["block_m"] // config["thread_m"]) * (config["block_n"] // config["thread_n"])
+
+    def shared_bytes(self, problem, config):
+        c = config
+        return c["stages"] * c["block_k"] * ((c["block_m"] + 4) + (c["block_n"] + 4)) * 4
+
+    def registers(self, problem, config):
+        """Estimated registers per thread (an upper bound for the configurations check() admits)."""
+        c = config
+        tm, tn = c["thread_m"], c["thread_n"]
+        threads = self.threads(c)
+        # register-prefetched next K slice, in 32-bit words (fp16 stays packed until it is stored)
+        words = lambda elems, vec: ceil_div(elems, vec * threads) * ceil_div(vec * problem.itemsize, 4)
+        prefetch = words(c["block_m"] * c["block_k"], c["vec_x"]) + words(c["block_n"] * c["block_k"], c["vec_w"])
+        accumulators = tm * tn
+        fragments = tm + tn                    # one k step of A and B values
+        addressing = 40                        # indices, bounds, 64-bit pointers, loop state
+        return accumulators + fragments + prefetch + addressing
+
+    def check(self, problem, config):
+        reason = self._check_keys(config)
+        if reason:
+            return reason
+        c = config
+        for p, values in self.space_values.items():
+            if c[p] not in values:
+                return f"{p}={c[p]} is not one of {values}"
+        if c["block_m"] % c["thread_m"] or c["block_n"] % c["thread_n"]:
+            return "thread tile does not divide the block tile"
+        reason = self._check_vectors(problem, c)
+        if reason:
+            return reason
+        x_row = c["block_k"] if problem.layout == "nhwc" else c["block_m"]
+        if x_row % c["vec_x"] or c["block_k"] % c["vec_w"]:
+            return "vector width does not divide the tile row"
+        return self._check_resources(problem, c) or self._check_pruning(problem, c, 8)
+
+    def _default_candidates(self):
+        yield dict(block_m=64, block_n=64, block_k=16, thread_m=4, thread_n=4, stages=2)
+        yield dict(block_m=64, block_n=32, block_k=16, thread_m=4, thread_n=4, stages=2)
+        yield dict(block_m=32, block_n=16, block_k=8, thread_m=2, thread_n=2, stages=1)
+        yield dict(block_m=16, block_n=16, block_k=8, thread_m=2, thread_n=2, stages=1)
+
+    def template_params(self, problem, config):
+        c = config
+        # a store covers at most one contiguous run of a thread's outputs (<= 4 elements)
+        run = min(4, c["thread_n"] if problem.layout == "nhwc" else c["thread_m"])
+        return {
+            "BLOCK_M": c["block_m"], "BLOCK_N": c["block_n"], "BLOCK_K": c["block_k"],
+            "THREAD_M": c["thread_m"], "THREAD_N": c["thread_n"], "STAGES": c["stages"],
+            "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": min(c["vec_y"], run),
+        }
+
+
+class TensorCorePointwise(_Pointwise):
+    """fp16 GEMM on tensor cores (mma.sync m16n8k16, fp32 accumulation).
+
+    block_m x block_n output tile per block, warps_m x warps_n warps each computing a
+    (block_m/warps_m) x (block_n/warps_n) tile, block_k-deep K slices in a stages-deep cp.async ring.
+    """
+    name = "pointwise_tc"
+    template = "pointwise_tc.cu.j2"
+    params = ("block_m", "block_n", "block_k", "warps_m", "warps_n", "stages", *VEC_PARAMS)
+    space_values = {
+        "block_m": (16, 32, 64, 128, 256),
+        "block_n": (16, 32, 48, 64, 96, 128),
+        "block_k": (16, 32, 64),
+        "warps_m": (1, 2, 4),
+        "warps_n": (1, 2, 4),
+        "stages": (1, 2, 3, 4),
+    }
+    SKEW = 8   # halves of padding per shared row
+
+    def applies(self, problem) -> bool:
+        return problem.op == "pw" and problem.dtype == "float16"
+
+    def threads(self, config):
+        return config["warps_m"] * config["warps_n"] * 32
+
+    def shared_bytes(self, problem, config):
+        c, s = config, self.SKEW
+        if problem.layout == "nhwc":
+            x_tile, y_tile = c["block_m"] * (c["block_k"] + s), c["block_m"] * (c["block_n"] + s)
+        else:
+            x_tile, y_tile = c["block_k"] * (c["block_m"] + s), c["block_n"] * (c["block_m"] + s)
+        w_tile = c["block_n"] * (c["block_k"] + s)
+        return 2 * max(c["stages"] * (x_tile + w_tile), y_tile)
+
+    def registers(self, problem, config):
+        """Estimated registers per thread (an upper bound for the configurations check() admits)."""
+        c = config
+        mt = c["block_m"] // c["warps_m"] // 16
+        nt = c["block_n"] // c["warps_n"] // 8
+        accumulators = 4 * mt * nt
+        fragments = 4 * mt + 2 * nt            # one k16 step of A and B
+        addressing = 40                        # indices, bounds, shared addresses, 64-bit pointers, loop state
+        return accumulators + fragments + addressing
+
+    def check(self, problem, config):
+        if not self.applies(problem):
+            return "the tensor-core kernel is for float16 pointwise problems"
+        reason = self._check_keys(config)
+        if reason:
+            return reason
+        c = config
+        for p, values in self.space_values.items():
+            if c[p] not in values:
+                return f"{p}={c[p]} is not one of {values}"
+        if c["block_m"] % (16 * c["warps_m"]):
+            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        if c["block_n"] % (8 * c["warps_n"]):
+            return f"block_n={c['block_n']} is not warps_n={c['warps_n']} whole n8 tiles"
+        reason = self._check_vectors(problem, c)
+        if reason:
+            return reason
+        # (block_m >= 16, block_n >= 16, block_k >= 16 and vectors <= 8 halves: every row divides evenly)
+        return self._check_resources(problem, c) or self._check_pruning(problem, c, 16)
+
+    def _default_candidates(self):
+        yield dict(block_m=64, block_n=64, block_k=32, warps_m=2, warps_n=2, stages=2)
+        yield dict(block_m=64, block_n=32, block_k=32, warps_m=2, warps_n=1, stages=1)
+        yield dict(block_m=32, block_n=16, block_k=16, warps_m=2, warps_n=1, stages=1)
+        yield dict(block_m=16, block_n=16, block_k=16, warps_m=1, warps_n=1, stages=1)
+
+    def template_params(self, problem, config):
+        c = config
+        return {
+            "BLOCK_M": c["block_m"], "BLOCK_N": c["block_n"], "BLOCK_K": c["block_k"],
+            "WARPS_M": c["warps_m"], "WARPS_N": c["warps_n"], "STAGES": c["stages"],
+            "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": c["vec_y"],
+        }
+
+
+SIMT_FAMILY = SimtPointwise()
+TC_FAMILY = TensorCorePointwise()
+FAMILIES = [SIMT_FAMILY, TC_FAMILY]

@@ -1,0 +1,48 @@
+"""Host overhead of calling a looked-up kernel (after the first call), on CuPy arrays and torch
+tensors: wall time of many back-to-back calls on a tiny problem, minus nothing - an upper bound.
+
+    python3 benchmarks/lookup_overhead.py
+"""
+import time
+
+import cupy
+import numpy as np
+
+import autotune
+from autotune.problem import Problem
+from autotune.reference import random_inputs
+
+
+def per_call_us(fn, n=20000):
+    fn()
+    cupy.cuda.Device().synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    elapsed = time.perf_counter() - t
+    cupy.cuda.Device().synchronize()
+    return elapsed / n * 1e6
+
+
+def main():
+    p = Problem("dw", 1, 32, 8, 8, k=3, act="relu6", dtype="float16", layout="nhwc")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        k = autotune.lookup(p)
+    host = random_inputs(p, np.random.default_rng(0))
+    x, w, b = (cupy.asarray(host[n]) for n in ("x", "w", "bias"))
+    y = cupy.empty(p.output_shape, dtype=p.dtype)
+    print(f"cupy arrays, out given : {per_call_us(lambda: k(x, w, b, out=y)):6.2f} us/call")
+    print(f"cupy arrays, out alloc : {per_call_us(lambda: k(x, w, b)):6.2f} us/call")
+    try:
+        import torch
+    except ImportError:
+        return
+    tx, tw, tb = (torch.as_tensor(a, device="cuda") for a in (x, w, b))
+    ty = torch.empty(p.output_shape, dtype=torch.float16, device="cuda")
+    print(f"torch tensors, out given: {per_call_us(lambda: k(tx, tw, tb, out=ty)):6.2f} us/call")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The command line without a GPU: clear errors, dry-run compilation, and `show`."""
+import pytest
+
+from autotune import cli
+from autotune.problem import Problem
+from autotune.store import OK, Store
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sweep_without_gpu_points_to_dry_run(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_gpu_missing", lambda device: "no CUDA driver")
+    code, _, err = run(capsys, "sweep", "--gpu", "0")
+    assert code == 2 and "--dry-run" in err and "no CUDA driver" in err
+
+
+def test_sweep_needs_gpu_or_dry_run(capsys):
+    code, _, err = run(capsys, "sweep")
+    assert code == 2 and "--gpu" in err and "--dry-run" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--dtype", "float64"], "float64"),
+    (["sweep", "--layout", "nchwc"], "nchwc"),
+    (["sweep", "--ops", "dw,conv"], "conv"),
+    (["sweep", "--batch", "0"], "positive"),
+    (["sweep", "--trials", "-3"], "positive"),
+    (["sweep", "--model", "resnet"], "resnet"),
+])
+def test_bad_arguments_name_the_problem(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dry_run_compiles_candidates(capsys):
+    code, out, err = run(capsys, "sweep", "--dry-run", "--arch", "sm_80", "--ops", "dw", "--batch", "1",
+                         "--dtype", "float16", "--layout", "nhwc,nchw", "--trials", "2")
+    assert code == 0, out
+    assert "0 failed" in out and "depthwise_nhwc" in out and "depthwise_nchw" in out
+    assert "excluded by constraints" in err
+
+
+def test_show_lists_best_variants(capsys, tmp_path):
+    db = tmp_path / "s.db"
+    store = Store(db)
+    gid = store.add_gpu({"name": "Test GPU", "compute_capability": "9.0", "arch": "sm_90", "sm_count": 132,
+                         "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 3e12})
+    p = Problem("dw", 16, 32, 112, 112, k=3, act="relu6", dtype="float16", layout="nhwc")
+    store.add_problem(p)
+    store.add_trial(gid, p, "depthwise_nhwc", {"x": 1}, OK, time_us=10.0)
+    store.add_baseline(gid, p, "cudnn", 20.0)
+    code, out, _ = run(capsys, "show", "--db", str(db))
+    assert code == 0
+    assert p.key in out and "2.00x" in out and "Test GPU" in out
+
+
+def test_show_missing_database(capsys, tmp_path):
+    code, _, err = run(capsys, "show", "--db", str(tmp_path / "missing.db"))
+    assert code == 2 and "no tuning database" in err

@@ -1,0 +1,73 @@
+"""Lookup at inference on a GPU: tuned, nearest-shape and default kernels all match the reference,
+on CuPy arrays and on torch tensors (channels_last too), on the caller's stream."""
+import numpy as np
+import pytest
+
+import autotune
+from autotune.kernels import depthwise
+from autotune.problem import Problem
+from autotune.reference import compare, random_inputs, reference
+from autotune.store import OK, Store, gpu_id
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def tuned_db(tmp_path):
+    from autotune.lookup import current_gpu
+    gpu = current_gpu()
+    store = Store(tmp_path / "t.db")
+    gid = store.add_gpu({**gpu, "sm_count": 1, "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 1e12})
+    tuned = Problem("dw", 2, 24, 20, 20, k=3, act="relu6", dtype="float16", layout="nhwc")
+    store.add_problem(tuned)
+    config = {"vec": 8, "ch_per_block": 16, "tile_h": 4, "tile_w": 8, "out_h": 2, "out_w": 1,
+              "stage_input": True, "unroll_rows": True}
+    assert depthwise.NHWC.check(tuned, config) is None
+    store.add_trial(gid, tuned, "depthwise_nhwc", config, OK, time_us=1.0)
+    return tmp_path / "t.db", tuned, config
+
+
+def _check(kernel, problem, to_device):
+    host = random_inputs(problem, np.random.default_rng(7))
+    args = [to_device(host["x"]), to_device(host["w"]), to_device(host["bias"])]
+    out = kernel(*args)
+    import cupy
+    cupy.cuda.Device().synchronize()
+    ok, err = compare(cupy.asnumpy(cupy.asarray(out)), reference(problem, **host), problem.dtype)
+    assert ok, err
+
+
+def test_exact_nearest_and_default(tuned_db):
+    import cupy
+    db, tuned, config = tuned_db
+    k = autotune.lookup(tuned, db=db)
+    assert k.fallback == "exact" and k.config == config
+    _check(k, tuned, cupy.asarray)
+    near = tuned.replace(N=3, H=23, W=17)
+    with pytest.warns(UserWarning, match="nearest tuned shape"):
+        k2 = autotune.lookup(near, db=db)
+    assert k2.config == config
+    _check(k2, near, cupy.asarray)
+    other = tuned.replace(C=20)           # vec 8 does not divide 20: the tuned config cannot serve
+    with pytest.warns(UserWarning, match="default"):
+        k3 = autotune.lookup(other, db=db)
+    _check(k3, other, cupy.asarray)
+
+
+def test_torch_tensors_on_current_stream(tuned_db):
+    torch = pytest.importorskip("torch")
+    db, tuned, _ = tuned_db
+    k = autotune.lookup(tuned, db=db)
+    host = random_inputs(tuned, np.random.default_rng(3))
+    x = torch.from_numpy(host["x"]).cuda()                       # NHWC as a plain [N,H,W,C] tensor
+    x_cl = x.permute(0, 3, 1, 2)                                 # the same memory as channels_last NCHW
+    assert x_cl.is_contiguous(memory_format=torch.channels_last)
+    w, b = torch.from_numpy(host["w"]).cuda(), torch.from_numpy(host["bias"]).cuda()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        y = k(x_cl, w, b)
+    side.synchronize()
+    assert y.shape == (tuned.N, tuned.C, tuned.H_out, tuned.W_out)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    ok, err = compare(y.permute(0, 2, 3, 1).cpu().numpy(), reference(tuned, **host), tuned.dtype)
+    assert ok, err

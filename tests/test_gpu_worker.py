@@ -1,0 +1,47 @@
+"""A faulting or hanging kernel costs one trial, never the sweep."""
+import pytest
+
+from autotune import compiler
+from autotune.kernels import depthwise
+from autotune.problem import Problem
+from autotune.workers import GpuWorker, WorkerLost
+
+pytestmark = pytest.mark.gpu
+
+PROBLEM = Problem("dw", 1, 8, 8, 8, k=3)
+FAULT = r'''extern "C" __global__ void dw_conv2d(const float* x, const float* w, const float* b, float* y,
+    int N, int C, int H, int W, int Co, int Ho, int Wo, int ldx, int ldy)
+{ y[(size_t)1 << 40] = 1.0f; }'''
+HANG = r'''extern "C" __global__ void dw_conv2d(const float* x, const float* w, const float* b, float* y,
+    int N, int C, int H, int W, int Co, int Ho, int Wo, int ldx, int ldy)
+{ volatile int spin = 1; while (spin) {} }'''
+
+
+def _fields(code):
+    from autotune.device import gpu_arch
+    b = compiler.compile_code(code, gpu_arch())
+    return {"arch": b.arch, "image": b.image, "registers": b.registers, "spill_bytes": b.spill_bytes,
+            "shared_bytes": b.shared_bytes, "log": ""}
+
+
+def _good_fields():
+    from autotune import codegen
+    fam = depthwise.NCHW
+    return _fields(codegen.render(fam, PROBLEM, fam.default_config(PROBLEM)).code)
+
+
+@pytest.mark.parametrize("code, reason", [(FAULT, "illegal|died|CUDA"), (HANG, "timed out")])
+def test_bad_kernel_loses_only_the_worker(code, reason):
+    fam = depthwise.NCHW
+    config = fam.default_config(PROBLEM)
+    with GpuWorker(timeout_s=10) as worker:
+        worker.request("prepare", PROBLEM.to_dict(), 0)
+        worker.request("upload", 0)
+        with pytest.raises(WorkerLost, match=reason):
+            worker.request("measure", fam.name, config, _fields(code))
+        # A fresh worker takes over and measures a good kernel.
+        worker.request("prepare", PROBLEM.to_dict(), 0)
+        worker.request("upload", 0)
+        record = worker.request("measure", fam.name, config, _good_fields())
+        assert record["status"] == "ok" and record["time_us"] > 0
+        assert worker.restarts == 1

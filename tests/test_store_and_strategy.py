@@ -1,0 +1,86 @@
+"""The database round trip, and a sweep's search loop with a stand-in for the GPU: every trial is
+recorded, the best is kept, and a second run resumes without measuring anything twice."""
+import pytest
+
+from autotune.compiler import ParallelCompiler
+from autotune.kernels import depthwise
+from autotune.problem import Problem
+from autotune.searchspace import config_key
+from autotune.store import INVALID, OK, WRONG, Store
+from autotune.strategy import tune
+from autotune.workers import WorkerLost
+
+GPU = {"name": "Test GPU", "compute_capability": "9.0", "arch": "sm_90", "sm_count": 132,
+       "l2_bytes": 50 << 20, "memory_bytes": 80 << 30, "copy_bandwidth": 3e12}
+PROBLEM = Problem("dw", 16, 32, 112, 112, k=3, act="relu6", dtype="float16", layout="nhwc")
+
+
+def test_round_trip(tmp_path):
+    store = Store(tmp_path / "a.db")
+    gid = store.add_gpu(GPU)
+    store.add_problem(PROBLEM)
+    c1 = {"a": 1, "b": True}
+    c2 = {"b": False, "a": 2}
+    store.add_trial(gid, PROBLEM, "fam", c1, OK, time_us=5.0, registers=40)
+    store.add_trial(gid, PROBLEM, "fam", c2, OK, time_us=3.0)
+    store.add_trial(gid, PROBLEM, "fam", {"a": 3, "b": True}, WRONG, error="differs")
+    store.add_baseline(gid, PROBLEM, "cudnn", 9.0, "torch x")
+    reopened = Store(tmp_path / "a.db", create=False)
+    assert reopened.problem(PROBLEM.key) == PROBLEM
+    best = reopened.best(gid, PROBLEM.key)
+    assert best["config"] == c2 and best["time_us"] == 3.0
+    assert [t["status"] for t in reopened.trials(gid, PROBLEM.key)] == [OK, OK, WRONG]
+    assert reopened.baselines(gid, PROBLEM.key) == {"cudnn": 9.0}
+    assert reopened.gpu(gid)["copy_bandwidth"] == 3e12
+    # a slower re-measurement of another config does not displace the best
+    reopened.add_trial(gid, PROBLEM, "fam", c1, OK, time_us=4.0)
+    assert reopened.best(gid, PROBLEM.key)["config"] == c2
+    assert config_key(c2) == '{"a":2,"b":false}'
+
+
+def test_missing_database_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no tuning database"):
+        Store(tmp_path / "none.db", create=False)
+
+
+class FakeGpu:
+    """Times a configuration by a formula; some configurations 'fault'."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, family, config, binary):
+        self.calls.append(config_key(config))
+        if config["tile_w"] == 32 and config["out_h"] == 4:
+            raise WorkerLost("worker process died (exit code -11)")
+        return {"status": OK, "time_us": 10.0 + config["tile_h"] + 4.0 / config["vec"], "error": None,
+                "max_error": 0.1}
+
+
+def test_tune_records_everything_and_resumes(tmp_path):
+    store = Store(tmp_path / "t.db")
+    gid = store.add_gpu(GPU)
+    store.add_problem(PROBLEM)
+    gpu = FakeGpu()
+    fams = [depthwise.NHWC]
+    with ParallelCompiler(2) as compiler:
+        first = tune(PROBLEM, fams, gid, store, gpu, compiler, "sm_90", trials=12, seed=1)
+        assert first.measured == 12 and first.new == 12
+        rows = store.trials(gid, PROBLEM.key)
+        statuses = {r["status"] for r in rows}
+        assert OK in statuses
+        assert all(r["error"] for r in rows if r["status"] == INVALID)
+        assert len(gpu.calls) == len(set(gpu.calls)) == sum(r["status"] != INVALID for r in rows)
+        # the default configuration is tried first, so there is always a safe entry
+        first_proposal = min(rows, key=lambda r: r["trial_number"])
+        assert first_proposal["config"] == depthwise.NHWC.default_config(PROBLEM)
+        best = store.best(gid, PROBLEM.key)
+        assert best["time_us"] == min(r["time_us"] for r in rows if r["status"] == OK)
+
+        calls_before = list(gpu.calls)
+        second = tune(PROBLEM, fams, gid, store, gpu, compiler, "sm_90", trials=20, seed=1)
+        assert second.measured == 20 and second.new == 8
+        new_calls = gpu.calls[len(calls_before):]
+        assert not set(new_calls) & set(calls_before), "a finished trial was measured again"
+        again = tune(PROBLEM, fams, gid, store, gpu, compiler, "sm_90", trials=20, seed=1)
+        assert again.new == 0 and len(gpu.calls) == len(calls_before) + len(new_calls)
