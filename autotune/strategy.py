@@ -22,6 +22,7 @@ from .searchspace import config_key, valid_configs
 from .workers import WorkerLost
 
 PENALTY_US = 1e7          # objective told for configurations that cannot run: far worse than any
+MAX_SPILL_BYTES = 64      # a few spilled bytes can be harmless; more means a bad register estimate
 BATCH = 8                 # proposals compiled together (TPE's constant liar keeps them apart)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,6 +146,8 @@ def _run_one(measure, fam, config, binary) -> dict:
     if isinstance(binary, CompileError):
         return {"status": st.COMPILE_ERROR, "error": str(binary)[-2000:]}
     resources = {"registers": binary.registers, "spill_bytes": binary.spill_bytes}
+    if (binary.spill_bytes or 0) > MAX_SPILL_BYTES:   # the estimate let it through; don't time it
+        return {"status": st.INVALID, "error": f"spills {binary.spill_bytes} bytes to local memory", **resources}
     try:
         record = measure(fam, config, binary)
     except WorkerLost as exc:

@@ -75,7 +75,8 @@ class GpuWorker:
         self._ctx = mp.get_context("spawn")     # never fork a process that may hold CUDA state
         self._proc = None
         self._conn = None
-        self.restarts = 0
+        self.restarts = 0         # fresh workers started after a lost one
+        self._started = False
 
     def _start(self):
         parent, child = self._ctx.Pipe()
@@ -93,8 +94,9 @@ class GpuWorker:
     def request(self, *message, timeout_s: float | None = None):
         """Returns the reply; raises WorkerLost if the worker crashed, hung, or broke its context."""
         if self._proc is None or not self._proc.is_alive():
-            if self._proc is not None:
+            if self._started:
                 self.restarts += 1
+            self._started = True
             self._start()
             timeout_s = max(timeout_s or self.timeout_s, STARTUP_TIMEOUT_S)
         try:

@@ -12,7 +12,8 @@ from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK
                Launch, ceil_div)
 
 _REGISTER_OVERHEAD = 32   # indices, pointers, loop state: what ptxas adds on top of the arrays
-_REGISTER_SLACK = 1.3     # ptxas keeps more than the arrays live once loops are unrolled
+_MAX_WEIGHT_REGISTERS = 72  # NHWC: K*K*VEC weights kept in registers up to this many
+_REGISTER_SLACK = 1.5     # ptxas keeps more than the arrays live once loops are unrolled
 
 
 def _next_pow2(n: int) -> int:
@@ -73,7 +74,7 @@ class DepthwiseFamily:
                 "ch_per_block": (8, 16, 32, 64, 128),
                 "tile_h": (1, 2, 4, 8, 16),
                 "tile_w": (1, 2, 4, 8, 16, 32),
-                "out_h": (1, 2, 4),
+                "out_h": (1, 2, 4, 8),
                 "out_w": (1, 2),
                 "stage_input": (False, True),
                 "unroll_rows": (True, False),
@@ -106,7 +107,10 @@ class DepthwiseFamily:
                 return "ch_per_block larger than the channel count"
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
             shared = 4 * k * k * cpb + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
-            arrays = (cfg["out_h"] * cfg["out_w"] + cfg["out_w"] * k + 1) * vec
+            # accumulators, two input rows in flight (unrolled loads run ahead), the bias
+            arrays = (cfg["out_h"] * cfg["out_w"] + 2 * cfg["out_w"] * k + 1) * vec
+            if self._weights_in_registers(problem, cfg):
+                arrays += k * k * vec
         else:
             if cpb > _next_pow2(problem.C):
                 return "ch_per_block larger than the channel count"
@@ -126,6 +130,10 @@ class DepthwiseFamily:
         if shared > MAX_SHARED_BYTES:
             return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
         return _check_threads_and_registers(threads, registers)
+
+    @staticmethod
+    def _weights_in_registers(problem, cfg) -> bool:
+        return cfg["unroll_rows"] and problem.k * problem.k * cfg["vec"] <= _MAX_WEIGHT_REGISTERS
 
     @staticmethod
     def _store_packed(problem, cfg) -> bool:
@@ -148,6 +156,8 @@ class DepthwiseFamily:
         }
         if self.layout == "nchw":
             params["STORE_PACKED"] = self._store_packed(problem, cfg)
+        else:
+            params["WEIGHTS_IN_REGS"] = self._weights_in_registers(problem, cfg)
         return params
 
     def launch(self, problem, cfg) -> Launch:
