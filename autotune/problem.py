@@ -27,7 +27,8 @@ class ProblemError(ValueError):
 
 
 def _choice(field: str, value, allowed):
-    if value not in allowed:
+    # `in` alone would let 2.0 and True through for 2 and 1
+    if value not in allowed or type(value) is not type(allowed[0]):
         raise ProblemError(field, f"{value!r} is not supported (choose from {', '.join(map(str, allowed))})")
 
 
@@ -74,15 +75,16 @@ class Problem:
                 object.__setattr__(self, "padding", self.k // 2)
             if isinstance(self.padding, bool) or not isinstance(self.padding, int) or not 0 <= self.padding < self.k:
                 raise ProblemError("padding", f"must be an integer in [0, {self.k - 1}], got {self.padding!r}")
-            if self.H_out <= 0 or self.W_out <= 0:
-                raise ProblemError("H", f"input {self.H}x{self.W} is smaller than the {self.k}x{self.k} kernel with padding {self.padding}")
+            for field, size in (("H", self.H), ("W", self.W)):
+                if size + 2 * self.padding < self.k:
+                    raise ProblemError(field, f"{size} (+ padding {self.padding} each side) is smaller than the kernel size {self.k}")
         else:
             if self.C_out is None:
                 raise ProblemError("C_out", "pointwise needs C_out")
             _positive_int("C_out", self.C_out)
-            if self.k != 1:
+            if self.k != 1 or type(self.k) is not int:
                 raise ProblemError("k", f"pointwise convolutions are 1x1, got k={self.k}")
-            if self.stride != 1:
+            if self.stride != 1 or type(self.stride) is not int:
                 raise ProblemError("stride", f"pointwise convolutions here have stride 1, got {self.stride}")
             if self.padding not in (None, 0):
                 raise ProblemError("padding", f"pointwise convolutions have no padding, got {self.padding}")
@@ -153,6 +155,11 @@ class Problem:
         return cls(**d)
 
     def replace(self, **changes) -> "Problem":
+        """A copy with some fields changed; derived defaults (a depthwise C_out, the padding) follow."""
+        if self.op == "dw" and "C" in changes and "C_out" not in changes:
+            changes["C_out"] = None
+        if "k" in changes and "padding" not in changes:
+            changes["padding"] = None
         return dataclasses.replace(self, **changes)
 
 

@@ -39,3 +39,17 @@ def invalid_reason(family, problem: Problem, config: dict) -> str | None:
         if value not in space[name]:
             return f"{name}={value!r} is not among {space[name]}"
     return family.check(problem, config)
+
+
+def nearest_valid(family, problem: Problem, config: dict, exclude=()) -> dict | None:
+    """The valid configuration differing from `config` in the fewest parameters (first in the
+    stable order on ties), skipping those whose config_key is in `exclude`; None if none is left.
+    Lets a search whose proposal broke a constraint measure its closest legal neighbour instead."""
+    best, best_diff = None, None
+    for candidate in _VALID_CACHE.get((family.name, problem)) or valid_configs(family, problem):
+        diff = sum(candidate[k] != config.get(k) for k in candidate)
+        if (best_diff is None or diff < best_diff) and config_key(candidate) not in exclude:
+            best, best_diff = candidate, diff
+            if diff <= 1:
+                break
+    return dict(best) if best is not None else None

@@ -18,7 +18,7 @@ import optuna
 from . import codegen, store as st
 from .compiler import CompileError
 from .problem import Problem
-from .searchspace import config_key, valid_configs
+from .searchspace import config_key, nearest_valid, valid_configs
 from .workers import WorkerLost
 
 PENALTY_US = 1e7          # objective told for configurations that cannot run: far worse than any
@@ -81,9 +81,7 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
             continue
         seen.add((fam.name, config_key(row["config"])))
         ok = row["status"] == st.OK
-        study.add_trial(optuna.trial.create_trial(
-            params=_params(fam, row["config"]), distributions=dists,
-            value=row["time_us"] if ok else PENALTY_US))
+        study.add_trial(_finished_trial(dists, fam, row["config"], row["time_us"] if ok else None))
         result.measured += ok
         result.invalid += row["status"] == st.INVALID
         result.failed += row["status"] not in (st.OK, st.INVALID)
@@ -95,11 +93,17 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
 
     start = time.monotonic()
     idle_asks = 0
+    rotation = 0
     while result.measured < min(trials, space_size) and idle_asks < 200:
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             break
         batch = []
         for _ in range(BATCH):
+            if len(families) > 1 and result.measured + len(batch) < trials // 2:
+                # First half of the budget: families take turns, so TPE cannot write one off
+                # on the strength of a few unlucky samples; then it allocates freely.
+                study.enqueue_trial({"family": families[rotation % len(families)].name})
+                rotation += 1
             trial = study.ask()
             fam = by_name[trial.suggest_categorical("family", [f.name for f in families])]
             config = {name: trial.suggest_categorical(f"{fam.name}.{name}", list(values))
@@ -118,10 +122,17 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
                 store.add_trial(gpu, problem, fam.name, config, st.INVALID, error=reason,
                                 trial_number=trial.number)
                 _tell(study, trial, None)
+                # Constraints leave some families only a few percent of their space: measure the
+                # proposal's closest legal neighbour instead of hoping TPE stumbles on one.
+                neighbour = nearest_valid(fam, problem, config,
+                                          exclude={k for f, k in seen if f == fam.name})
+                if neighbour is not None:
+                    seen.add((fam.name, config_key(neighbour)))
+                    batch.append((None, fam, neighbour))
             else:
                 seen.add(key)
                 batch.append((trial, fam, config))
-            if len(batch) + result.measured >= trials:
+            if len(batch) + result.measured >= trials or len(batch) >= BATCH:
                 break
         if not batch:
             continue
@@ -130,12 +141,16 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
         binaries = compiler.compile(sources, arch)
         for (trial, fam, config), binary in zip(batch, binaries):
             record = _run_one(measure, fam, config, binary)
-            store.add_trial(gpu, problem, fam.name, config, trial_number=trial.number, **record)
+            store.add_trial(gpu, problem, fam.name, config, trial_number=trial.number if trial else None, **record)
             ok = record["status"] == st.OK
             result.measured += ok
             result.new += ok
             result.failed += not ok
-            _tell(study, trial, record["time_us"] if ok else None)
+            value = record["time_us"] if ok else None
+            if trial is not None:
+                _tell(study, trial, value)
+            else:                           # a repaired proposal: teach TPE what it measured
+                study.add_trial(_finished_trial(dists, fam, config, value))
             _refresh_best(result, store, gpu, problem)
             if progress:
                 progress(result)
@@ -155,6 +170,13 @@ def _run_one(measure, fam, config, binary) -> dict:
     except RuntimeError as exc:
         return {"status": st.FAILED, "error": str(exc)[-2000:], **resources}
     return {**record, **resources}
+
+
+def _finished_trial(dists, fam, config, time_us):
+    """A trial measured outside study.ask(): on resume, or a repaired proposal."""
+    params = _params(fam, config)
+    return optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                     value=PENALTY_US if time_us is None else time_us)
 
 
 def _tell(study, trial, time_us):

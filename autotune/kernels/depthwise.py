@@ -13,7 +13,6 @@ from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK
 
 _REGISTER_OVERHEAD = 32   # indices, pointers, loop state: what ptxas adds on top of the arrays
 _MAX_WEIGHT_REGISTERS = 72  # NHWC: K*K*VEC weights kept in registers up to this many
-_REGISTER_SLACK = 1.5     # ptxas keeps more than the arrays live once loops are unrolled
 
 
 def _next_pow2(n: int) -> int:
@@ -28,11 +27,15 @@ def _vector_widths(problem) -> tuple:
     return (8, 4, 2, 1) if problem.dtype == "float16" else (4, 2, 1)
 
 
+def _rows_in_flight(rows: int) -> int:
+    """Input rows whose registers are live at once: with the row loop unrolled ptxas hoists loads
+    of later rows ahead of the arithmetic, about half of them (fitted to ptxas's reports on sm_90)."""
+    return min(rows, 2 + rows // 2)
+
+
 def _check_threads_and_registers(threads: int, registers: int) -> str | None:
     if threads > MAX_THREADS_PER_BLOCK:
         return f"{threads} threads per block > {MAX_THREADS_PER_BLOCK}"
-    if threads < 32:
-        return f"{threads} threads per block: less than a warp"
     if registers > MAX_REGISTERS_PER_THREAD:
         return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
     if registers * threads > REGISTERS_PER_SM:
@@ -40,11 +43,13 @@ def _check_threads_and_registers(threads: int, registers: int) -> str | None:
     return None
 
 
-def _check_tile(problem, cfg) -> str | None:
+def _check_tile(problem, cfg, min_tile_w: int) -> str | None:
     if cfg["tile_h"] % cfg["out_h"] or cfg["tile_w"] % cfg["out_w"]:
         return "tile not divisible by outputs per thread"
-    # A tile far larger than the image only adds idle threads.
-    if cfg["tile_h"] > _next_pow2(problem.H_out) or cfg["tile_w"] > _next_pow2(problem.W_out):
+    # A tile far larger than the image only adds idle threads (one row/column of outputs per thread
+    # always fits, so even a 1x1 output keeps a configuration).
+    if cfg["tile_h"] > max(cfg["out_h"], _next_pow2(problem.H_out)) or \
+            cfg["tile_w"] > max(cfg["out_w"], _next_pow2(problem.W_out), min_tile_w):
         return "tile larger than the output"
     return None
 
@@ -91,24 +96,25 @@ class DepthwiseFamily:
         }
 
     def check(self, problem, cfg) -> str | None:
-        reason = _check_tile(problem, cfg)
+        reason = _check_tile(problem, cfg, min(self.space(problem)["tile_w"]))
         if reason:
             return reason
         k, s, item = problem.k, problem.stride, problem.itemsize
         vec, cpb = cfg["vec"], cfg["ch_per_block"]
         win_w = (cfg["out_w"] - 1) * s + k
+        rows = (cfg["out_h"] - 1) * s + k if cfg["unroll_rows"] else 2
         in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
         if self.layout == "nhwc":
             if problem.C % vec:
                 return f"vec={vec} does not divide C={problem.C}"
             if cpb % vec:
                 return "ch_per_block not a multiple of vec"
-            if cpb > max(vec, _next_pow2(problem.C)):
+            if cpb > max(8, vec, _next_pow2(problem.C)):
                 return "ch_per_block larger than the channel count"
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
             shared = 4 * k * k * cpb + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
-            # accumulators, two input rows in flight (unrolled loads run ahead), the bias
-            arrays = (cfg["out_h"] * cfg["out_w"] + 2 * cfg["out_w"] * k + 1) * vec
+            # accumulators, the input rows in flight (unrolled, later rows' loads run ahead), the bias
+            arrays = (cfg["out_h"] * cfg["out_w"] + _rows_in_flight(rows) * cfg["out_w"] * k + 1) * vec
             if self._weights_in_registers(problem, cfg):
                 arrays += k * k * vec
         else:
@@ -125,8 +131,8 @@ class DepthwiseFamily:
             lead = ceil_div(problem.padding, vec) * vec
             staged_w = ceil_div(in_w - problem.padding + lead, vec) * vec
             shared = cpb * in_h * staged_w * item if cfg["stage_input"] else 0
-            arrays = cfg["out_h"] * cfg["out_w"] + win_w + k * k
-        registers = int(arrays * _REGISTER_SLACK) + _REGISTER_OVERHEAD
+            arrays = cfg["out_h"] * cfg["out_w"] + _rows_in_flight(rows) * win_w + k * k
+        registers = arrays + _REGISTER_OVERHEAD
         if shared > MAX_SHARED_BYTES:
             return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
         return _check_threads_and_registers(threads, registers)
@@ -140,11 +146,13 @@ class DepthwiseFamily:
         return cfg["out_w"] > 1 and problem.W_out % cfg["out_w"] == 0
 
     def default_config(self, problem) -> dict:
+        """Scalar accesses and a modest block that fits any problem: valid everywhere, fast nowhere."""
         if self.layout == "nhwc":
-            return {"vec": 1, "ch_per_block": 32, "tile_h": 2, "tile_w": 4, "out_h": 1, "out_w": 1,
-                    "stage_input": False, "unroll_rows": True}
-        return {"ch_per_block": 1, "tile_h": 1, "tile_w": 32, "out_h": 1, "out_w": 1, "vec": 1,
-                "stage_input": False, "unroll_rows": True}
+            return {"vec": 1, "ch_per_block": min(32, max(8, _next_pow2(problem.C))),
+                    "tile_h": min(2, _next_pow2(problem.H_out)), "tile_w": min(4, _next_pow2(problem.W_out)),
+                    "out_h": 1, "out_w": 1, "stage_input": False, "unroll_rows": True}
+        return {"ch_per_block": 1, "tile_h": 1, "tile_w": min(32, max(4, _next_pow2(problem.W_out))),
+                "out_h": 1, "out_w": 1, "vec": 1, "stage_input": False, "unroll_rows": True}
 
     # ---- code generation and launch -----------------------------------------------------------
     def template_params(self, problem, cfg) -> dict:
