@@ -98,7 +98,7 @@ class _Pointwise:
         regs = self.registers(problem, config)
         if regs > MAX_REGISTERS_PER_THREAD:
             return f"~{regs} registers per thread > {MAX_REGISTERS_PER_THREAD}"
-        if regs * threads > REGISTERS_PER_SM:
+        if _round_up(regs, 8) * threads > REGISTERS_PER_SM:   # registers are allocated 8 per thread at a time
             return f"~{regs} registers x {threads} threads > {REGISTERS_PER_SM} (block cannot launch)"
         return None
 
@@ -145,7 +145,7 @@ class SimtPointwise(_Pointwise):
     params = ("block_m", "block_n", "block_k", "thread_m", "thread_n", "stages", *VEC_PARAMS)
     space_values = {
         "block_m": (16, 32, 64, 128),
-        "block_n": (16, 32, 64, 128),
+        "block_n": (16, 32, 48, 64, 96, 128),
         "block_k": (8, 16, 32),
         "thread_m": (2, 4, 8),
         "thread_n": (2, 4, 8),
@@ -159,18 +159,24 @@ class SimtPointwise(_Pointwise):
         c = config
         return c["stages"] * c["block_k"] * ((c["block_m"] + 4) + (c["block_n"] + 4)) * 4
 
+    def copies_per_thread(self, config):
+        """Vector loads per thread per K slice: (x, w)."""
+        c, threads = config, self.threads(config)
+        return (ceil_div(c["block_m"] * c["block_k"], c["vec_x"] * threads),
+                ceil_div(c["block_n"] * c["block_k"], c["vec_w"] * threads))
+
     def registers(self, problem, config):
-        """Estimated registers per thread (an upper bound for the configurations check() admits)."""
+        """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) over
+        thousands of configurations and checked by tests/test_pointwise_compile.py."""
         c = config
         tm, tn = c["thread_m"], c["thread_n"]
-        threads = self.threads(c)
-        # register-prefetched next K slice, in 32-bit words (fp16 stays packed until it is stored)
-        words = lambda elems, vec: ceil_div(elems, vec * threads) * ceil_div(vec * problem.itemsize, 4)
-        prefetch = words(c["block_m"] * c["block_k"], c["vec_x"]) + words(c["block_n"] * c["block_k"], c["vec_w"])
-        accumulators = tm * tn
-        fragments = tm + tn                    # one k step of A and B values
-        addressing = 40                        # indices, bounds, 64-bit pointers, loop state
-        return accumulators + fragments + prefetch + addressing
+        x_copies, w_copies = self.copies_per_thread(c)
+        words = lambda vec: ceil_div(vec * problem.itemsize, 4)      # 32-bit registers per loaded vector
+        accumulators = tm * tn + tm * tn // 8   # ptxas keeps some products / bias values besides
+        fragments = tm + tn                     # one k step of x and w values
+        prefetch = 2 * (x_copies * words(c["vec_x"]) + w_copies * words(c["vec_w"]))   # next K slice (+ converts)
+        addressing = 4 * (x_copies + w_copies)  # each unrolled load keeps its offset and bounds live
+        return accumulators + fragments + prefetch + addressing + 8 * c["stages"] + 26
 
     def check(self, problem, config):
         reason = self._check_keys(config)
@@ -182,19 +188,25 @@ class SimtPointwise(_Pointwise):
                 return f"{p}={c[p]} is not one of {values}"
         if c["block_m"] % c["thread_m"] or c["block_n"] % c["thread_n"]:
             return "thread tile does not divide the block tile"
+        if self.threads(c) % 32:
+            return f"{self.threads(c)} threads is not a whole number of warps"
         reason = self._check_vectors(problem, c)
         if reason:
             return reason
         x_row = c["block_k"] if problem.layout == "nhwc" else c["block_m"]
         if x_row % c["vec_x"] or c["block_k"] % c["vec_w"]:
             return "vector width does not divide the tile row"
+        copies = self.copies_per_thread(c)
+        if max(copies) > 8:
+            # every copy is staged in registers: too few threads for the tile at this vector width
+            return f"{max(copies)} vector loads per thread per K slice (at most 8)"
         return self._check_resources(problem, c) or self._check_pruning(problem, c, 8)
 
     def _default_candidates(self):
-        yield dict(block_m=64, block_n=64, block_k=16, thread_m=4, thread_n=4, stages=2)
-        yield dict(block_m=64, block_n=32, block_k=16, thread_m=4, thread_n=4, stages=2)
-        yield dict(block_m=32, block_n=16, block_k=8, thread_m=2, thread_n=2, stages=1)
-        yield dict(block_m=16, block_n=16, block_k=8, thread_m=2, thread_n=2, stages=1)
+        for bm, bn in ((64, 64), (64, 32), (32, 32), (32, 16), (16, 16)):
+            for bk in (16, 8):
+                yield dict(block_m=bm, block_n=bn, block_k=bk, thread_m=4 if bm >= 64 else 2,
+                           thread_n=4 if bn >= 64 else 2, stages=2)
 
     def template_params(self, problem, config):
         c = config
@@ -241,15 +253,24 @@ class TensorCorePointwise(_Pointwise):
         w_tile = c["block_n"] * (c["block_k"] + s)
         return 2 * max(c["stages"] * (x_tile + w_tile), y_tile)
 
+    def copies_per_thread(self, config):
+        """cp.async copies per thread per K slice: (x, w)."""
+        c, threads = config, self.threads(config)
+        return (ceil_div(c["block_m"] * c["block_k"], c["vec_x"] * threads),
+                ceil_div(c["block_n"] * c["block_k"], c["vec_w"] * threads))
+
     def registers(self, problem, config):
-        """Estimated registers per thread (an upper bound for the configurations check() admits)."""
+        """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) over
+        hundreds of configurations and checked by tests/test_pointwise_compile.py."""
         c = config
         mt = c["block_m"] // c["warps_m"] // 16
         nt = c["block_n"] // c["warps_n"] // 8
         accumulators = 4 * mt * nt
-        fragments = 4 * mt + 2 * nt            # one k16 step of A and B
-        addressing = 40                        # indices, bounds, shared addresses, 64-bit pointers, loop state
-        return accumulators + fragments + addressing
+        fragments = 4 * mt + 2 * nt             # one k16 step of A and B
+        x_copies, w_copies = self.copies_per_thread(c)
+        addressing = 2 * (min(x_copies, 4) + min(w_copies, 4))     # copy loops are unrolled by <= 4
+        # ptxas also loads the next k16 step's fragments early and keeps partial products around: ~acc / 4
+        return accumulators + accumulators // 4 + fragments + addressing + 2 * c["stages"] + 40
 
     def check(self, problem, config):
         if not self.applies(problem):
@@ -272,10 +293,10 @@ class TensorCorePointwise(_Pointwise):
         return self._check_resources(problem, c) or self._check_pruning(problem, c, 16)
 
     def _default_candidates(self):
-        yield dict(block_m=64, block_n=64, block_k=32, warps_m=2, warps_n=2, stages=2)
-        yield dict(block_m=64, block_n=32, block_k=32, warps_m=2, warps_n=1, stages=1)
-        yield dict(block_m=32, block_n=16, block_k=16, warps_m=2, warps_n=1, stages=1)
-        yield dict(block_m=16, block_n=16, block_k=16, warps_m=1, warps_n=1, stages=1)
+        for bm, bn in ((64, 64), (64, 32), (32, 32), (32, 16), (16, 16)):
+            for bk in (32, 16):
+                yield dict(block_m=bm, block_n=bn, block_k=bk, warps_m=max(1, bm // 32), warps_n=max(1, bn // 32),
+                           stages=2)
 
     def template_params(self, problem, config):
         c = config

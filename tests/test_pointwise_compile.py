@@ -1,0 +1,229 @@
+"""Pointwise kernel families without a GPU: constraints, defaults, launch geometry, and NVRTC compiles of a
+grid of configurations (every value of every parameter, both layouts, both dtypes, bias on and off, every
+activation) for sm_80 and sm_90, checking that nothing spills and that ptxas stays within the registers and
+shared memory check() assumed."""
+import random
+import re
+
+import pytest
+
+from autotune import codegen, compiler, kernels
+from autotune.kernels.pointwise import FAMILIES, SIMT_FAMILY, TC_FAMILY
+from autotune.problem import Problem
+from autotune.searchspace import invalid_reason, valid_configs
+
+ARCHS = ("sm_80", "sm_90")
+
+# Big enough that every tile size is admissible, plus sizes that force narrower vectors.
+GRID_PROBLEMS = [
+    dict(N=2, C=160, H=20, W=20, C_out=160, dtype="float16", layout="nhwc", act="relu6", bias=True),
+    dict(N=2, C=160, H=20, W=20, C_out=160, dtype="float16", layout="nchw", act="relu", bias=False),
+    dict(N=2, C=160, H=20, W=20, C_out=160, dtype="float32", layout="nhwc", act="none", bias=True),
+    dict(N=2, C=160, H=20, W=20, C_out=160, dtype="float32", layout="nchw", act="relu6", bias=False),
+    dict(N=1, C=35, H=7, W=7, C_out=19, dtype="float16", layout="nhwc", act="relu", bias=True),     # vec 1
+    dict(N=1, C=70, H=14, W=14, C_out=38, dtype="float16", layout="nchw", act="none", bias=True),   # vec 4 / 2
+    dict(N=1, C=36, H=9, W=10, C_out=20, dtype="float32", layout="nhwc", act="relu6", bias=False),  # vec 4
+    dict(N=3, C=18, H=5, W=5, C_out=6, dtype="float32", layout="nchw", act="relu", bias=True),      # vec 1 / 2
+]
+
+# A spread of shapes for default_config() and launch(): odd channel counts, tiny images, batch 1.
+SPREAD = [
+    dict(N=1, C=1, H=1, W=1, C_out=1), dict(N=1, C=3, H=1, W=2, C_out=5), dict(N=7, C=13, H=3, W=3, C_out=29),
+    dict(N=16, C=16, H=112, W=112, C_out=96), dict(N=16, C=144, H=56, W=56, C_out=24),
+    dict(N=1, C=960, H=7, W=7, C_out=160), dict(N=16, C=320, H=7, W=7, C_out=1280),
+    dict(N=2, C=35, H=13, W=22, C_out=19), dict(N=1, C=2, H=5, W=3, C_out=2048), dict(N=64, C=24, H=2, W=1, C_out=8),
+]
+
+
+def _spread():
+    for spec in SPREAD:
+        for dtype in ("float32", "float16"):
+            for layout in ("nchw", "nhwc"):
+                yield Problem(op="pw", dtype=dtype, layout=layout, **spec)
+
+
+def _grid():
+    """(family, problem, config) covering every value of every parameter (each on a rotating problem where
+    it is valid), plus a couple of random valid configs per problem."""
+    rng = random.Random(0)
+    cases = []
+    for family in FAMILIES:
+        problems = [p for p in (Problem(op="pw", **spec) for spec in GRID_PROBLEMS) if family.applies(p)]
+        valid = {p: valid_configs(family, p) for p in problems}
+        wanted = [(name, v) for name, values in family.space_values.items() for v in values]
+        wanted += [(name, v) for name in ("vec_x", "vec_w", "vec_y") for v in (1, 2, 4, 8)]
+        chosen = []
+        for i, (name, value) in enumerate(wanted):
+            for problem in problems[i % len(problems):] + problems[:i % len(problems)]:
+                matching = [c for c in valid[problem] if c[name] == value]
+                if matching:
+                    chosen.append((problem, rng.choice(matching)))
+                    break
+        for problem in problems:
+            chosen += [(problem, c) for c in rng.sample(valid[problem], 2)]
+        for problem, config in chosen:
+            if (family, problem, config) not in cases:
+                cases.append((family, problem, config))
+    return cases
+
+
+GRID = _grid()
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Every grid case compiled for every arch, into a private cache (module-scoped: set up before the
+    per-test cache fixture runs)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("pointwise-kernel-cache")))
+        codes = [codegen.render(f, p, c).code for f, p, c in GRID]
+        return {arch: compiler.compile_many(codes, arch) for arch in ARCHS}
+
+
+def test_grid_covers_every_parameter_value():
+    for family in FAMILIES:
+        cases = [(p, c) for f, p, c in GRID if f is family]
+        for name, values in family.space_values.items():
+            seen = {c[name] for _, c in cases}
+            assert set(values) <= seen, f"{family.name}.{name}: {sorted(set(values) - seen)} never compiled"
+        widths = {c[v] for _, c in cases for v in ("vec_x", "vec_w", "vec_y")}
+        assert widths == {1, 2, 4, 8}, widths
+        assert {p.layout for p, _ in cases} == {"nchw", "nhwc"}
+        assert {p.act for p, _ in cases} == {"none", "relu", "relu6"}
+        assert {p.bias for p, _ in cases} == {True, False}
+        assert {p.dtype for p, _ in cases} == ({"float16"} if family is TC_FAMILY else {"float32", "float16"})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_grid_compiles_within_estimates(compiled, arch):
+    failures = []
+    for (family, problem, config), binary in zip(GRID, compiled[arch]):
+        where = f"{family.name} {problem.key} {config}"
+        if isinstance(binary, Exception):
+            failures.append(f"{where}: compile error {binary}")
+            continue
+        stack = re.search(r"(\d+) bytes stack frame", binary.log)
+        if binary.spill_bytes or (stack and int(stack.group(1))):
+            failures.append(f"{where}: spills {binary.spill_bytes} bytes, stack frame {stack.group(1)}")
+        if binary.registers > family.registers(problem, config):
+            failures.append(f"{where}: {binary.registers} registers > estimate {family.registers(problem, config)}")
+        if binary.shared_bytes != family.shared_bytes(problem, config):
+            failures.append(f"{where}: {binary.shared_bytes} bytes shared != {family.shared_bytes(problem, config)}")
+    assert not failures, f"{len(failures)} of {len(GRID)}:\n" + "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("problem", list(_spread()), ids=lambda p: p.key)
+def test_default_config_is_valid(problem):
+    for family in kernels.families_for(problem):
+        if family not in FAMILIES:
+            continue
+        config = family.default_config(problem)
+        assert family.check(problem, config) is None
+        assert invalid_reason(family, problem, config) is None     # and inside space()
+        launch = family.launch(problem, config)
+        assert 32 <= launch.threads <= 1024 and launch.shared_mem == 0
+        rows = problem.N * problem.H * problem.W if problem.layout == "nhwc" else problem.H * problem.W
+        gx, gy, gz = launch.grid
+        assert gx * config["block_m"] >= rows > (gx - 1) * config["block_m"]
+        assert gy * config["block_n"] >= problem.C_out > (gy - 1) * config["block_n"]
+        assert gz == (problem.N if problem.layout == "nchw" else 1) and gy <= 65535 and gz <= 65535
+
+
+def test_applies():
+    pw16 = Problem(op="pw", N=1, C=8, H=4, W=4, C_out=8, dtype="float16")
+    pw32 = pw16.replace(dtype="float32")
+    dw = Problem(op="dw", N=1, C=8, H=4, W=4, k=3)
+    assert SIMT_FAMILY.applies(pw16) and SIMT_FAMILY.applies(pw32) and not SIMT_FAMILY.applies(dw)
+    assert TC_FAMILY.applies(pw16) and not TC_FAMILY.applies(pw32) and not TC_FAMILY.applies(dw)
+    assert TC_FAMILY.check(pw32, TC_FAMILY.default_config(pw16)) is not None
+    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc"}
+    assert {f.entry for f in FAMILIES} == {"pw_conv2d"}
+
+
+BIG16 = Problem(op="pw", N=16, C=320, H=28, W=28, C_out=320, dtype="float16", layout="nhwc")
+TC_OK = dict(block_m=64, block_n=64, block_k=32, warps_m=2, warps_n=2, stages=2, vec_x=8, vec_w=8, vec_y=8)
+SIMT_OK = dict(block_m=64, block_n=64, block_k=16, thread_m=4, thread_n=4, stages=2, vec_x=8, vec_w=8, vec_y=8)
+
+
+@pytest.mark.parametrize("family, problem, changes, why", [
+    (TC_FAMILY, BIG16, {}, None),
+    (SIMT_FAMILY, BIG16, {}, None),
+    # shared memory
+    (TC_FAMILY, BIG16, dict(block_m=256, block_n=128, block_k=64, warps_m=4, warps_n=4, stages=4), "shared"),
+    (SIMT_FAMILY, BIG16, dict(block_m=128, block_n=128, block_k=32, thread_m=8, thread_n=8), "shared"),
+    # threads
+    (SIMT_FAMILY, BIG16, dict(block_m=128, block_n=128, thread_m=2, thread_n=2), "threads"),
+    (SIMT_FAMILY, BIG16, dict(block_m=16, block_n=16, thread_m=8, thread_n=8), "threads"),
+    # registers
+    (TC_FAMILY, BIG16, dict(block_m=256, block_n=64, block_k=16, warps_m=1, warps_n=1, stages=1), "registers"),
+    (TC_FAMILY, BIG16, dict(block_m=128, block_n=128, block_k=16, warps_m=1, warps_n=2, stages=1), "registers"),
+    # warp tiles must be whole mma tiles
+    (TC_FAMILY, BIG16, dict(block_m=16, warps_m=2), "m16"),
+    (TC_FAMILY, BIG16, dict(block_n=48, warps_n=4), "n8"),
+    # too many register-staged loads per thread
+    (SIMT_FAMILY, BIG16, dict(block_m=128, block_n=16, block_k=32, thread_m=8, thread_n=8, vec_x=1), "loads"),
+    # vector widths: alignment of the sizes they step along, and 16 bytes at most
+    (TC_FAMILY, BIG16.replace(C=36), dict(vec_x=4, vec_w=4), None),
+    (TC_FAMILY, BIG16.replace(C=36), {}, "vec_x=8 does not divide 36"),
+    (TC_FAMILY, BIG16.replace(C=36), dict(vec_x=4), "vec_w=8 does not divide 36"),
+    (TC_FAMILY, BIG16.replace(C_out=20), {}, "vec_y=8 does not divide 20"),
+    (TC_FAMILY, BIG16.replace(layout="nchw", H=7, W=7), dict(vec_y=1), "vec_x=8 does not divide 49"),
+    (TC_FAMILY, BIG16.replace(layout="nchw", H=7, W=7), dict(vec_x=1), "vec_y=8 does not divide 49"),
+    (TC_FAMILY, BIG16.replace(layout="nchw", C_out=20, H=7, W=8), dict(block_n=32), None),  # stores step along H*W
+    (SIMT_FAMILY, BIG16.replace(dtype="float32"), {}, "vector widths"),
+    (SIMT_FAMILY, BIG16.replace(dtype="float32", C=6), dict(block_k=8, stages=1, vec_x=2, vec_w=2, vec_y=4), None),
+    (SIMT_FAMILY, BIG16.replace(dtype="float32", C=6), dict(vec_x=4, vec_w=2, vec_y=4), "vec_x=4 does not divide 6"),
+    # values outside the space, unknown and missing parameters
+    (TC_FAMILY, BIG16, dict(block_k=8), "block_k=8 is not one of"),
+    (TC_FAMILY, BIG16, dict(thread_m=4), "unknown"),
+    (SIMT_FAMILY, BIG16, dict(vec_y=None), "vec_y"),
+    # pruning: tiles far beyond the problem, pipelines deeper than the K loop
+    (TC_FAMILY, BIG16.replace(C_out=24), dict(block_n=64, warps_n=1), "pruned"),
+    (TC_FAMILY, BIG16.replace(C=24), dict(block_k=64, stages=1), "pruned"),
+    (TC_FAMILY, BIG16.replace(C=24), dict(block_k=16, stages=2), None),
+    (TC_FAMILY, BIG16.replace(C=24), dict(block_k=16, stages=3), "pruned"),
+    (TC_FAMILY, BIG16.replace(C=24), dict(block_k=32, stages=2), "pruned"),
+    (SIMT_FAMILY, BIG16.replace(N=1, H=3, W=3), dict(block_m=64), "pruned"),
+])
+def test_check(family, problem, changes, why):
+    base = TC_OK if family is TC_FAMILY else SIMT_OK
+    config = {**base, **changes}
+    config = {k: v for k, v in config.items() if v is not None}
+    reason = family.check(problem, config)
+    if why is None:
+        assert reason is None
+    else:
+        assert reason is not None and why in reason, reason
+
+
+class _Size:
+    """An integer that only supports +, * and //, to show that launch() stays symbolic-friendly."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def _wrap(self, other, op):
+        o = other.v if isinstance(other, _Size) else other
+        assert isinstance(o, int)
+        return _Size(op(self.v, o))
+
+    __add__ = __radd__ = lambda s, o: s._wrap(o, lambda a, b: a + b)
+    __mul__ = __rmul__ = lambda s, o: s._wrap(o, lambda a, b: a * b)
+    __floordiv__ = lambda s, o: s._wrap(o, lambda a, b: a // b)
+    __sub__ = lambda s, o: s._wrap(o, lambda a, b: a - b)   # used by ceil_div's "- 1" on a literal only
+
+
+def test_launch_uses_only_arithmetic():
+    for family in FAMILIES:
+        for layout in ("nchw", "nhwc"):
+            p = BIG16.replace(layout=layout, C_out=100, H=9, W=11)
+            config = family.default_config(p)
+            real = family.launch(p, config)
+
+            class Sym:
+                N, C, H, W, C_out = (_Size(v) for v in (p.N, p.C, p.H, p.W, p.C_out))
+                layout, dtype, itemsize = p.layout, p.dtype, p.itemsize
+
+            sym = family.launch(Sym, config)
+            grid = tuple(g.v if isinstance(g, _Size) else g for g in sym.grid)
+            assert grid == real.grid and sym.block == real.block
