@@ -162,14 +162,15 @@ def test_no_spill_at_all(family):
     assert not failures, f"{len(failures)} spill:\n" + "\n".join(failures)
 
 
-def _cfg(vec, cpb, tile_h, tile_w, out_h, out_w, stage, unroll):
-    return dict(vec=vec, ch_per_block=cpb, tile_h=tile_h, tile_w=tile_w, out_h=out_h, out_w=out_w,
-                stage_input=stage, unroll_rows=unroll)
+def _cfg(vec, cpb, tile_h, tile_w, out_h, out_w, stage, unroll, layout="nhwc"):
+    cfg = dict(vec=vec, ch_per_block=cpb, tile_h=tile_h, tile_w=tile_w, out_h=out_h, out_w=out_w,
+               stage_input=stage, unroll_rows=unroll)
+    return dict(cfg, adjacent_cols=False) if layout == "nhwc" else cfg
 
 
 FORMER_SPILLS = [   # (cause, family, problem, config): configurations that once spilled
-    ("A", depthwise.NCHW, dict(k=5, C=96, H=56, W=56), _cfg(4, 16, 16, 32, 2, 8, True, False)),   # 512 threads, 40 registers
-    ("A", depthwise.NCHW, dict(k=7, C=40, H=30, W=45), _cfg(1, 16, 16, 32, 4, 8, False, True)),   # 256 threads, 128 registers
+    ("A", depthwise.NCHW, dict(k=5, C=96, H=56, W=56), _cfg(4, 16, 16, 32, 2, 8, True, False, "nchw")),   # 512 threads, 40 registers
+    ("A", depthwise.NCHW, dict(k=7, C=40, H=30, W=45), _cfg(1, 16, 16, 32, 4, 8, False, True, "nchw")),   # 256 threads, 128 registers
     ("A", depthwise.NHWC, dict(k=3, C=96, H=30, W=45), _cfg(1, 32, 16, 16, 8, 1, True, False)),   # 1024 threads, 32 registers
     ("B", depthwise.NHWC, dict(k=5, stride=2, C=96, H=61, W=96), _cfg(8, 16, 16, 8, 4, 1, False, True)),  # 255 registers
     ("B", depthwise.NHWC, dict(k=7, C=40, H=30, W=45), _cfg(2, 64, 16, 8, 8, 1, False, True)),    # 512 threads, 128 registers
@@ -252,8 +253,8 @@ def _base(layout, **kw):
     return Problem(**spec)
 
 
-NHWC_OK = dict(vec=4, ch_per_block=32, tile_h=4, tile_w=8, out_h=1, out_w=1, stage_input=False,
-               unroll_rows=True)
+NHWC_OK = dict(vec=4, ch_per_block=32, tile_h=4, tile_w=8, out_h=1, out_w=1, adjacent_cols=False,
+               stage_input=False, unroll_rows=True)
 NCHW_OK = dict(ch_per_block=2, tile_h=8, tile_w=32, out_h=2, out_w=2, vec=1, stage_input=False,
                unroll_rows=True)
 

@@ -20,7 +20,7 @@ def tuned_db(tmp_path):
     gid = store.add_gpu({**gpu, "sm_count": 1, "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 1e12})
     tuned = Problem("dw", 2, 24, 20, 20, k=3, act="relu6", dtype="float16", layout="nhwc")
     store.add_problem(tuned)
-    config = {"vec": 8, "ch_per_block": 16, "tile_h": 4, "tile_w": 8, "out_h": 2, "out_w": 1,
+    config = {"vec": 8, "ch_per_block": 16, "tile_h": 4, "tile_w": 8, "out_h": 2, "out_w": 1, "adjacent_cols": False,
               "stage_input": True, "unroll_rows": True}
     assert depthwise.NHWC.check(tuned, config) is None
     store.add_trial(gid, tuned, "depthwise_nhwc", config, OK, time_us=1.0)
@@ -49,6 +49,7 @@ def test_exact_nearest_and_default(tuned_db):
     assert k2.config == config
     _check(k2, near, cupy.asarray)
     other = tuned.replace(C=20)           # vec 8 does not divide 20: the tuned config cannot serve
+    assert other.C_out == 20
     with pytest.warns(UserWarning, match="default"):
         k3 = autotune.lookup(other, db=db)
     _check(k3, other, cupy.asarray)

@@ -80,7 +80,8 @@ class DepthwiseFamily:
                 "tile_h": (1, 2, 4, 8, 16),
                 "tile_w": (1, 2, 4, 8, 16, 32),
                 "out_h": (1, 2, 4, 8),
-                "out_w": (1, 2),
+                "out_w": (1, 2, 4),
+                "adjacent_cols": (False, True),
                 "stage_input": (False, True),
                 "unroll_rows": (True, False),
             }
@@ -107,6 +108,8 @@ class DepthwiseFamily:
         if self.layout == "nhwc":
             if problem.C % vec:
                 return f"vec={vec} does not divide C={problem.C}"
+            if cfg["adjacent_cols"] and cfg["out_w"] == 1:
+                return "adjacent_cols needs out_w > 1"     # keeps duplicates out of the space
             if cpb % vec:
                 return "ch_per_block not a multiple of vec"
             if cpb > max(8, vec, _next_pow2(problem.C)):
@@ -114,7 +117,8 @@ class DepthwiseFamily:
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
             shared = 4 * k * k * cpb + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
             # accumulators, the input rows in flight (unrolled, later rows' loads run ahead), the bias
-            arrays = (cfg["out_h"] * cfg["out_w"] + _rows_in_flight(rows) * cfg["out_w"] * k + 1) * vec
+            row_cols = (cfg["out_w"] - 1) * s + k if cfg["adjacent_cols"] else cfg["out_w"] * k
+            arrays = (cfg["out_h"] * cfg["out_w"] + _rows_in_flight(rows) * row_cols + 1) * vec
             if self._weights_in_registers(problem, cfg):
                 arrays += k * k * vec
         else:
@@ -150,7 +154,7 @@ class DepthwiseFamily:
         if self.layout == "nhwc":
             return {"vec": 1, "ch_per_block": min(32, max(8, _next_pow2(problem.C))),
                     "tile_h": min(2, _next_pow2(problem.H_out)), "tile_w": min(4, _next_pow2(problem.W_out)),
-                    "out_h": 1, "out_w": 1, "stage_input": False, "unroll_rows": True}
+                    "out_h": 1, "out_w": 1, "adjacent_cols": False, "stage_input": False, "unroll_rows": True}
         return {"ch_per_block": 1, "tile_h": 1, "tile_w": min(32, max(4, _next_pow2(problem.W_out))),
                 "out_h": 1, "out_w": 1, "vec": 1, "stage_input": False, "unroll_rows": True}
 
@@ -166,6 +170,7 @@ class DepthwiseFamily:
             params["STORE_PACKED"] = self._store_packed(problem, cfg)
         else:
             params["WEIGHTS_IN_REGS"] = self._weights_in_registers(problem, cfg)
+            params["ADJACENT"] = cfg["adjacent_cols"]
         return params
 
     def launch(self, problem, cfg) -> Launch:
