@@ -184,6 +184,63 @@ class DepthwiseFamily:
         return Launch(grid=grid, block=(threads, 1, 1), shared_mem=0)
 
 
+class TensorCoreDepthwise:
+    """fp16 NHWC depthwise on tensor cores (templates/depthwise_nhwc_tc.cu.j2): each mma.sync computes
+    16 pixels x 8 channels over two taps with a block-diagonal weight operand."""
+    name = "depthwise_nhwc_tc"
+    layout = "nhwc"
+    template = "depthwise_nhwc_tc.cu.j2"
+    entry = "dw_conv2d"
+
+    def applies(self, problem) -> bool:
+        return problem.op == "dw" and problem.layout == "nhwc" and problem.dtype == "float16" and problem.C % 8 == 0
+
+    def space(self, problem) -> dict:
+        return {"tile_h": (1, 2, 4, 8, 16), "tile_w": (4, 8, 16, 32), "ch_per_block": (8, 16, 32, 64),
+                "warps": (1, 2, 4, 8)}
+
+    def _pixel_stride(self, cfg) -> int:
+        cpb = cfg["ch_per_block"]
+        return cpb if (cpb // 8) % 2 else cpb + 8
+
+    def check(self, problem, cfg) -> str | None:
+        if not self.applies(problem):
+            return "the tensor-core depthwise kernel needs float16 NHWC with C a multiple of 8"
+        if cfg["tile_h"] * cfg["tile_w"] % 16:
+            return "tile_h * tile_w must be whole groups of 16 pixels"
+        if cfg["ch_per_block"] > max(8, _next_pow2(problem.C)):
+            return "ch_per_block larger than the channel count"
+        if cfg["tile_h"] > max(1, _next_pow2(problem.H_out)) or \
+                cfg["tile_w"] > max(16 // cfg["tile_h"], 4, _next_pow2(problem.W_out)):
+            return "tile larger than the output"
+        items = cfg["tile_h"] * cfg["tile_w"] // 16 * cfg["ch_per_block"] // 8
+        if cfg["warps"] > items:
+            return f"{cfg['warps']} warps for {items} work items"
+        k, s = problem.k, problem.stride
+        in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
+        shared = in_h * in_w * self._pixel_stride(cfg) * 2
+        if shared > MAX_SHARED_BYTES:
+            return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
+        k_steps = (k * k + 1) // 2
+        return _check_threads_and_registers(32 * cfg["warps"], 2 * k_steps + _REGISTER_OVERHEAD + 24)
+
+    def default_config(self, problem) -> dict:
+        return {"tile_h": 1, "tile_w": 16, "ch_per_block": 8, "warps": 1}   # one warp, 16 pixels x 8 channels
+
+    def template_params(self, problem, cfg) -> dict:
+        return {"TILE_H": cfg["tile_h"], "TILE_W": cfg["tile_w"], "CH_PER_BLOCK": cfg["ch_per_block"],
+                "WARPS": cfg["warps"]}
+
+    def launch(self, problem, cfg) -> Launch:
+        p = problem
+        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+        grid = (ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"]),
+                ceil_div(p.C, cfg["ch_per_block"]), p.N)
+        return Launch(grid=grid, block=(32 * cfg["warps"], 1, 1), shared_mem=0)
+
+
 NHWC = DepthwiseFamily("nhwc")
 NCHW = DepthwiseFamily("nchw")
-FAMILIES = [NHWC, NCHW]
+NHWC_TC = TensorCoreDepthwise()
+FAMILIES = [NHWC, NCHW, NHWC_TC]
