@@ -218,7 +218,7 @@ class TensorCoreDepthwise:
             return f"{cfg['warps']} warps for {items} work items"
         k, s = problem.k, problem.stride
         in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
-        shared = in_h * in_w * self._pixel_stride(cfg) * 2
+        shared = (in_h * in_w * self._pixel_stride(cfg) + cfg["tile_h"] * cfg["tile_w"] * (cfg["ch_per_block"] + 8)) * 2
         if shared > MAX_SHARED_BYTES:
             return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
         k_steps = (k * k + 1) // 2
