@@ -119,9 +119,12 @@ def cmd_sweep(args) -> int:
             counted[key] = args.trials
 
     start = time.monotonic()
-    rows = run_sweep(problems, store, device_id=args.gpu, trials=args.trials, timeout_s=args.timeout,
-                     seed=args.seed, jobs=args.jobs, baselines=not args.no_baselines, progress=progress)
-    bar.close()
+    try:
+        rows = run_sweep(problems, store, device_id=args.gpu, trials=args.trials, timeout_s=args.timeout,
+                         seed=args.seed, jobs=args.jobs, baselines=not args.no_baselines, progress=progress)
+    finally:
+        bar.close()
+        store.close()
     print(format_table(rows))
     print(f"\n{len(rows)} problems tuned in {elapsed(start)} (m:ss); database: {store.path}")
     return 0
@@ -183,7 +186,7 @@ def cmd_show(args) -> int:
     from .store import Store
     from .sweep import format_table, summary_row
     try:
-        store = Store(args.db, create=False)
+        store = Store(args.db, readonly=True)
     except FileNotFoundError as exc:
         print(f"autotune show: {exc}", file=sys.stderr)
         return 2

@@ -185,7 +185,7 @@ def lookup(problem: Problem | None = None, *, db=None, device: int | None = None
         if key in _CACHE:
             return _CACHE[key]
         try:
-            store = Store(db, create=False)
+            store = Store(db, readonly=True)
         except FileNotFoundError:
             store = None
         family, config, fallback = choose(problem, store, gpu)

@@ -53,15 +53,28 @@ def gpu_id(gpu: dict) -> str:
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True, readonly: bool = False):
+        """create=False: the file must exist. readonly=True (lookup at inference): never written, so
+        a database shipped inside a read-only installation works."""
         self.path = Path(path) if path else default_db_path()
-        if not create and not self.path.exists():
+        if (readonly or not create) and not self.path.exists():
             raise FileNotFoundError(f"no tuning database at {self.path} (run `autotune sweep` first, or pass --db)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        if readonly:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite_utils.Database(sqlite3.connect(str(self.path), check_same_thread=False))
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA journal_mode=WAL")     # readers (show, Datasette) while a sweep writes
         self._create_tables()
+
+    @_locked
+    def close(self):
+        """Fold the write-ahead log back into the file: one self-contained file to ship or commit."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("PRAGMA journal_mode=DELETE")
+        self.db.conn.close()
 
     def _create_tables(self):
         t = self.db.table

@@ -14,7 +14,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=None)
     args = ap.parse_args()
-    store = Store(args.db, create=False)
+    store = Store(args.db, readonly=True)
     for gpu in store.gpus():
         rows = [summary_row(store, gpu["id"], store.problem(r["problem"]))
                 for r in store.db.query("select problem from best where gpu = ?", [gpu["id"]])]

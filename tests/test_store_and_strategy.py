@@ -84,3 +84,18 @@ def test_tune_records_everything_and_resumes(tmp_path):
         assert not set(new_calls) & set(calls_before), "a finished trial was measured again"
         again = tune(PROBLEM, fams, gid, store, gpu, compiler, "sm_90", trials=20, seed=1)
         assert again.new == 0 and len(gpu.calls) == len(calls_before) + len(new_calls)
+
+
+def test_closed_database_is_one_file_and_opens_read_only(tmp_path):
+    path = tmp_path / "ship.db"
+    store = Store(path)
+    gid = store.add_gpu(GPU)
+    store.add_problem(PROBLEM)
+    store.add_trial(gid, PROBLEM, "fam", {"a": 1}, OK, time_us=2.0)
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ship.db"]      # no -wal / -shm left
+    path.chmod(0o444)
+    shipped = Store(path, readonly=True)
+    assert shipped.best(gid, PROBLEM.key)["time_us"] == 2.0
+    with pytest.raises(Exception, match="readonly"):
+        shipped.add_baseline(gid, PROBLEM, "cudnn", 1.0)
