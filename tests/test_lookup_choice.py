@@ -1,0 +1,63 @@
+"""Which tuned variant lookup picks, without a GPU: exact, nearest shape on this GPU, same compute
+capability on another GPU, then the safe default - and never a variant whose constraints the
+requested shape breaks."""
+import pytest
+
+from autotune.kernels import depthwise
+from autotune.lookup import choose
+from autotune.problem import Problem
+from autotune.store import OK, Store
+
+H200 = {"name": "NVIDIA H200", "compute_capability": "9.0", "arch": "sm_90", "sm_count": 132,
+        "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 3e12}
+H100 = dict(H200, name="NVIDIA H100 80GB HBM3")
+A100 = dict(H200, name="NVIDIA A100", compute_capability="8.0", arch="sm_80")
+TUNED = Problem("dw", 16, 32, 112, 112, k=3, act="relu6", dtype="float16", layout="nhwc")
+CONFIG = {"vec": 8, "ch_per_block": 32, "tile_h": 4, "tile_w": 8, "out_h": 2, "out_w": 1,
+          "adjacent_cols": False, "stage_input": True, "unroll_rows": True}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "l.db")
+    gid = s.add_gpu(H200)
+    s.add_problem(TUNED)
+    s.add_trial(gid, TUNED, "depthwise_nhwc", CONFIG, OK, time_us=10.0)
+    return s
+
+
+def test_exact(store):
+    family, config, fallback = choose(TUNED, store, H200)
+    assert (family.name, config, fallback) == ("depthwise_nhwc", CONFIG, "exact")
+
+
+def test_nearest_shape_on_same_gpu(store):
+    family, config, fallback = choose(TUNED.replace(N=8, H=100, W=90), store, H200)
+    assert config == CONFIG and fallback.startswith("nearest tuned shape on this GPU: " + TUNED.key)
+
+
+def test_same_compute_capability(store):
+    _, config, fallback = choose(TUNED, store, H100)
+    assert config == CONFIG and fallback.startswith("same compute capability")
+
+
+def test_other_arch_gets_default(store):
+    family, config, fallback = choose(TUNED, store, A100)
+    assert fallback.startswith("default") and config == family.default_config(TUNED)
+
+
+def test_variant_that_breaks_constraints_is_not_reused(store):
+    other = TUNED.replace(C=20)                   # vec 8 does not divide 20
+    family, config, fallback = choose(other, store, H200)
+    assert fallback.startswith("default") and family.check(other, config) is None
+
+
+def test_different_kind_of_problem_is_not_reused(store):
+    for other in (TUNED.replace(act="none"), TUNED.replace(stride=2), TUNED.replace(dtype="float32")):
+        _, _, fallback = choose(other, store, H200)
+        assert fallback.startswith("default")
+
+
+def test_no_database():
+    family, config, fallback = choose(TUNED, None, H200)
+    assert family is depthwise.NHWC and fallback.startswith("default")
