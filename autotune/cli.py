@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="list GPUs, problems and best variants in a database")
     sh.add_argument("--db", default=None)
     sh.add_argument("--gpu", default=None, help="only this GPU (name as listed)")
+
+    of = sub.add_parser("onnx-fuse", help="replace an ONNX model's depthwise/pointwise convolutions (with their "
+                                          "BatchNormalization and ReLU/ReLU6) by autotune TensorRT plugin nodes")
+    of.add_argument("input", help="ONNX model to read")
+    of.add_argument("output", help="ONNX model to write")
+    of.add_argument("--db", default=None,
+                    help="fuse only shapes this tuning database covers (default: fuse every match)")
+    of.add_argument("--gpu", default=None, help="with --db: the GPU's name as stored (needed when it holds several)")
     return parser
 
 
@@ -205,10 +213,51 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_onnx_fuse(args) -> int:
+    from pathlib import Path
+    try:
+        from .exporters.onnx_fuse import FuseError, fuse_model, require_onnx
+        onnx = require_onnx()
+    except ImportError as exc:
+        print(f"autotune onnx-fuse: {exc}", file=sys.stderr)
+        return 2
+    if not Path(args.input).is_file():
+        print(f"autotune onnx-fuse: no such file: {args.input}", file=sys.stderr)
+        return 2
+    if args.gpu is not None and args.db is None:
+        print("autotune onnx-fuse: --gpu only applies with --db (without a database every match is fused)",
+              file=sys.stderr)
+        return 2
+    try:
+        model = onnx.load(args.input)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        print(f"autotune onnx-fuse: {args.input} is not a valid ONNX model: {str(exc).strip()[:500]}",
+              file=sys.stderr)
+        return 2
+    store = None
+    if args.db is not None:
+        from .store import Store
+        try:
+            store = Store(args.db, readonly=True)
+        except FileNotFoundError as exc:
+            print(f"autotune onnx-fuse: {exc}", file=sys.stderr)
+            return 2
+    try:
+        fused, report = fuse_model(model, store=store, gpu=args.gpu)
+    except FuseError as exc:
+        print(f"autotune onnx-fuse: {exc}", file=sys.stderr)
+        return 2
+    onnx.save(fused, args.output)
+    print(report.format())
+    print(f"written: {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"sweep": cmd_sweep, "show": cmd_show}[args.command](args)
+        return {"sweep": cmd_sweep, "show": cmd_show, "onnx-fuse": cmd_onnx_fuse}[args.command](args)
     except ProblemError as exc:
         print(f"autotune: {exc}", file=sys.stderr)
         return 2
