@@ -3,12 +3,12 @@
     ncu --clock-control none -k dw_conv2d --launch-skip 2 --launch-count 1 \\
         python3 benchmarks/run_best.py "dw k3 s1 p1 N16 C32 112x112 relu6 bias float16 nhwc" [FAMILY]
 """
-import sys, os
+import sys
 
 import cupy as cp
 from autotune.store import Store
 from autotune import kernels, codegen, compiler, runner
-store = Store("tuned_db/autotune.db", readonly=True)
+store = Store(None, readonly=True)          # $AUTOTUNE_DB or the shipped database
 gpu = store.gpus()[0]["id"]
 key = sys.argv[1]
 fam_name = sys.argv[2] if len(sys.argv) > 2 else None
