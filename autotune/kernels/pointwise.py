@@ -114,6 +114,12 @@ class _Pointwise:
             return f"stages={config['stages']} > {k_tiles} K slices (pruned)"
         return None
 
+    def copies_per_thread(self, config):
+        """Vector copies global -> shared per thread per K slice: (x, w)."""
+        c, threads = config, self.threads(config)
+        return (ceil_div(c["block_m"] * c["block_k"], c["vec_x"] * threads),
+                ceil_div(c["block_n"] * c["block_k"], c["vec_w"] * threads))
+
     # ---- launch ------------------------------------------------------------------------------------
     def launch(self, problem, config) -> Launch:
         p = problem
@@ -158,12 +164,6 @@ class SimtPointwise(_Pointwise):
     def shared_bytes(self, problem, config):
         c = config
         return c["stages"] * c["block_k"] * ((c["block_m"] + 4) + (c["block_n"] + 4)) * 4
-
-    def copies_per_thread(self, config):
-        """Vector loads per thread per K slice: (x, w)."""
-        c, threads = config, self.threads(config)
-        return (ceil_div(c["block_m"] * c["block_k"], c["vec_x"] * threads),
-                ceil_div(c["block_n"] * c["block_k"], c["vec_w"] * threads))
 
     def registers(self, problem, config):
         """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) over
@@ -252,12 +252,6 @@ class TensorCorePointwise(_Pointwise):
             x_tile, y_tile = c["block_k"] * (c["block_m"] + s), c["block_n"] * (c["block_m"] + s)
         w_tile = c["block_n"] * (c["block_k"] + s)
         return 2 * max(c["stages"] * (x_tile + w_tile), y_tile)
-
-    def copies_per_thread(self, config):
-        """cp.async copies per thread per K slice: (x, w)."""
-        c, threads = config, self.threads(config)
-        return (ceil_div(c["block_m"] * c["block_k"], c["vec_x"] * threads),
-                ceil_div(c["block_n"] * c["block_k"], c["vec_w"] * threads))
 
     def registers(self, problem, config):
         """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) over
