@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--db", default=None,
                     help="fuse only shapes this tuning database covers (default: fuse every match)")
     of.add_argument("--gpu", default=None, help="with --db: the GPU's name as stored (needed when it holds several)")
+
+    et = sub.add_parser("export-trt", help="write a TensorRT Python plugin module (tensorrt.plugin, AOT) with the "
+                                           "tuned kernels of a GPU, for models rewritten by onnx-fuse")
+    et.add_argument("--db", default=None, help="database path (default $AUTOTUNE_DB or tuned_db/autotune.db)")
+    et.add_argument("--gpu", required=True, help="the GPU's name (or id) as stored, or 'all'")
+    et.add_argument("--out", required=True, help="directory to write autotune_plugins.py into")
     return parser
 
 
@@ -254,10 +260,33 @@ def cmd_onnx_fuse(args) -> int:
     return 0
 
 
+def cmd_export_trt(args) -> int:
+    from .compiler import CompileError
+    from .exporters.trt_python import ExportError, export_python_plugins
+    from .store import Store
+    try:
+        store = Store(args.db, readonly=True)
+    except FileNotFoundError as exc:
+        print(f"autotune export-trt: {exc}", file=sys.stderr)
+        return 2
+    try:
+        path = export_python_plugins(store, args.gpu, args.out)
+    except ExportError as exc:
+        print(f"autotune export-trt: {exc}", file=sys.stderr)
+        return 2
+    except CompileError as exc:
+        print(f"autotune export-trt: compiling a kernel failed: {str(exc)[:1500]}", file=sys.stderr)
+        return 1
+    print(f"written: {path} (import it, with TensorRT >= 10.8 installed, before building an engine from a "
+          f"model rewritten by `autotune onnx-fuse`)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"sweep": cmd_sweep, "show": cmd_show, "onnx-fuse": cmd_onnx_fuse}[args.command](args)
+        return {"sweep": cmd_sweep, "show": cmd_show, "onnx-fuse": cmd_onnx_fuse,
+                "export-trt": cmd_export_trt}[args.command](args)
     except ProblemError as exc:
         print(f"autotune: {exc}", file=sys.stderr)
         return 2
