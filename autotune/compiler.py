@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import tempfile
@@ -155,7 +156,9 @@ class ParallelCompiler:
 
     def __init__(self, jobs: int | None = None):
         self.jobs = max(1, jobs or os.cpu_count() or 1)
-        self._pool = ProcessPoolExecutor(max_workers=self.jobs) if self.jobs > 1 else None
+        # spawn, not fork: sweeps submit from several threads, and forking a threaded process can deadlock
+        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn")) \
+            if self.jobs > 1 else None
 
     def compile(self, codes, arch: str, options: tuple = (), progress=None) -> list:
         """Each result is a Binary or a CompileError, in the order of `codes`."""
