@@ -7,9 +7,7 @@ BANDWIDTH_BYTES = 1 << 30      # 1 GiB copied: far beyond any L2
 
 
 def gpu_arch(device_id: int = 0) -> str:
-    cp = cupy()
-    major, minor = cp.cuda.Device(device_id).compute_capability
-    return f"sm_{major}{minor}" if isinstance(major, int) else f"sm_{cp.cuda.Device(device_id).compute_capability}"
+    return f"sm_{cupy().cuda.Device(device_id).compute_capability}"   # CuPy gives e.g. "90"
 
 
 def describe(device_id: int = 0) -> dict:
