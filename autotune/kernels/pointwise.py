@@ -77,6 +77,16 @@ class _Pointwise:
                 return f"{p}={v!r} must be a positive integer"
         return None
 
+    def _check_space(self, config):
+        """The parameters are this family's, and each value is one the space offers."""
+        reason = self._check_keys(config)
+        if reason:
+            return reason
+        for p, values in self.space_values.items():
+            if config[p] not in values:
+                return f"{p}={config[p]} is not one of {values}"
+        return None
+
     def _check_vectors(self, problem, config):
         dims = vector_dims(problem)
         for name in VEC_PARAMS:
@@ -179,13 +189,10 @@ class SimtPointwise(_Pointwise):
         return accumulators + fragments + prefetch + addressing + 8 * c["stages"] + 26
 
     def check(self, problem, config):
-        reason = self._check_keys(config)
+        reason = self._check_space(config)
         if reason:
             return reason
         c = config
-        for p, values in self.space_values.items():
-            if c[p] not in values:
-                return f"{p}={c[p]} is not one of {values}"
         if c["block_m"] % c["thread_m"] or c["block_n"] % c["thread_n"]:
             return "thread tile does not divide the block tile"
         if self.threads(c) % 32:
@@ -269,13 +276,10 @@ class TensorCorePointwise(_Pointwise):
     def check(self, problem, config):
         if not self.applies(problem):
             return "the tensor-core kernel is for float16 pointwise problems"
-        reason = self._check_keys(config)
+        reason = self._check_space(config)
         if reason:
             return reason
         c = config
-        for p, values in self.space_values.items():
-            if c[p] not in values:
-                return f"{p}={c[p]} is not one of {values}"
         if c["block_m"] % (16 * c["warps_m"]):
             return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
         if c["block_n"] % (8 * c["warps_n"]):
