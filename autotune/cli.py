@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--db", default=None, help="database path (default $AUTOTUNE_DB or tuned_db/autotune.db)")
     et.add_argument("--gpu", required=True, help="the GPU's name (or id) as stored, or 'all'")
     et.add_argument("--out", required=True, help="directory to write autotune_plugins.py into")
+    et.add_argument("--no-cpp", action="store_true",
+                    help="do not also write OUT/cpp/ (C++ IPluginV3 plugin library source, kernel header, "
+                         "CMakeLists.txt for trtexec --dynamicPlugins)")
     return parser
 
 
@@ -279,6 +282,18 @@ def cmd_export_trt(args) -> int:
         return 1
     print(f"written: {path} (import it, with TensorRT >= 10.8 installed, before building an engine from a "
           f"model rewritten by `autotune onnx-fuse`)")
+    if not getattr(args, "no_cpp", False):
+        from .exporters.trt_cpp import export_cpp_plugins
+        try:
+            cpp_dir = export_cpp_plugins(store, args.gpu, args.out)
+        except ExportError as exc:
+            print(f"autotune export-trt: {exc}", file=sys.stderr)
+            return 2
+        except CompileError as exc:
+            print(f"autotune export-trt: compiling a kernel failed: {str(exc)[:1500]}", file=sys.stderr)
+            return 1
+        print(f"written: {cpp_dir}/ (C++ plugin library source: cmake -S {cpp_dir} -B build "
+              f"-DTENSORRT_INCLUDE_DIR=<TensorRT include dir>, then trtexec --dynamicPlugins=<the .so>)")
     return 0
 
 
