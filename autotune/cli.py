@@ -107,7 +107,6 @@ def cmd_sweep(args) -> int:
     problems = model_problems(args.model, ops=args.ops, batches=args.batch, dtypes=args.dtype, layouts=args.layout)
     if args.dry_run:
         return dry_run(problems, args)
-    from .baselines import torch_available  # noqa: F401  (cheap; torch itself is imported lazily)
     if args.gpu is None:
         print("autotune sweep: pass --gpu N to tune on CUDA device N, or --dry-run --arch sm_90 to only "
               "compile the candidates without a GPU", file=sys.stderr)
@@ -165,7 +164,7 @@ def dry_run(problems, args) -> int:
     from .compiler import ParallelCompiler, normalize_arch
     from .searchspace import all_configs, valid_configs
     arch = normalize_arch(args.arch)
-    sources, labels = {}, {}
+    sources = {}
     excluded = 0
     for problem in problems:
         rng = random.Random(f"{args.seed}:{problem.key}")

@@ -15,8 +15,6 @@ import math
 import threading
 import warnings
 
-import numpy as np
-
 from . import codegen, compiler, kernels
 from .problem import Problem
 from .store import Store, gpu_id

@@ -8,7 +8,6 @@ already in the database: a configuration measured before is never measured again
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field

@@ -7,7 +7,7 @@ import autotune
 from autotune.kernels import depthwise
 from autotune.problem import Problem
 from autotune.reference import compare, random_inputs, reference
-from autotune.store import OK, Store, gpu_id
+from autotune.store import OK, Store
 
 pytestmark = pytest.mark.gpu
 

@@ -20,13 +20,11 @@ writes out/cpp/ (templates: templates/trt_cpp/):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import kernels
 from ..store import Store
-from .trt_python import (MAX_TACTICS, SIZE_NAMES, ExportError, SymInt, resolve_gpus, select_variants,
-                         symbolic_args, symbolic_launch)
+from .trt_python import MAX_TACTICS, ExportError, SymInt, plugin_variants, resolve_gpus
 
 CPP_DIR = "cpp"
 FILES = {"autotune_kernels.h": "trt_cpp/kernels.h.j2",
@@ -57,26 +55,6 @@ def _sm(gpu: dict) -> str:
 
 
 @dataclass
-class CppVariant:      # one variant as the templates see it
-    gpu: str
-    op: str
-    k: int
-    stride: int
-    padding: int
-    act: str
-    dtype: str
-    fmt: str
-    dims: dict
-    rank: int
-    family: str
-    config: str
-    time_us: float
-    kernel: int        # index into the kernel table
-    launch: dict = field(default_factory=dict)   # grid_x ... shared_mem -> C++ source
-    args: list = field(default_factory=list)     # C++ source of the 9 int32 arguments
-
-
-@dataclass
 class KernelImage:
     key: str
     entry: str
@@ -88,29 +66,12 @@ class KernelImage:
 def build_cpp_entries(store: Store, gpus: list[dict], jobs: int | None = None):
     """(variants, kernel images) for every tuned problem with bias, as `trt_python.build_entries` selects
     them; each distinct (kernel source, arch) is compiled once to a cubin and once to PTX."""
-    from .. import codegen
     from ..compiler import CompileError, compile_many
+    sm_of = {g["id"]: _sm(g) for g in gpus}
     variants, sources = [], {}           # (code, sm) -> (index, entry)
-    for g in gpus:
-        gid, sm = g["id"], _sm(g)
-        for row in sorted(store.best_rows(gid), key=lambda r: r["problem"]):
-            if not row["bias"]:
-                continue
-            problem = store.problem(row["problem"])
-            for v in select_variants(store, gid, problem):
-                family = kernels.family_named(v.family)
-                code = codegen.render(family, problem, v.config).code
-                index = sources.setdefault((code, sm), (len(sources), family.entry))[0]
-                launch = symbolic_launch(family, problem, v.config)
-                names = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z")
-                src = dict(zip(names, map(cpp_code, (*launch["grid"], *launch["block"]))))
-                src["shared_mem"] = cpp_code(launch["shared_mem"])
-                variants.append(CppVariant(
-                    gpu=gid, op=problem.op, k=problem.k, stride=problem.stride, padding=problem.padding,
-                    act=problem.act, dtype=problem.dtype, fmt=v.fmt,
-                    dims={n: getattr(problem, n) for n in SIZE_NAMES}, rank=v.rank, family=v.family,
-                    config=repr(v.config), time_us=v.time_us, kernel=index, launch=src,
-                    args=[cpp_code(a) for a in symbolic_args(problem, v.fmt)]))
+    for v in plugin_variants(store, gpus):
+        index = sources.setdefault((v.source, sm_of[v.gpu]), (len(sources), v.entry))[0]
+        variants.append(v.rendered(index, cpp_code))
     images = [None] * len(sources)
     by_sm = {}
     for (code, sm), (index, entry) in sources.items():

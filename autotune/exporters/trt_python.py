@@ -22,7 +22,7 @@ then the next fastest verified trials.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import kernels
@@ -263,8 +263,11 @@ def resolve_gpus(store: Store, gpu: str) -> list[dict]:
     return chosen
 
 
+LAUNCH_NAMES = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "shared_mem")
+
+
 @dataclass
-class _Entry:          # one variant as the template sees it
+class PluginVariant:   # one exported variant, as both plugin exporters' templates see it
     gpu: str
     op: str
     k: int
@@ -278,37 +281,52 @@ class _Entry:          # one variant as the template sees it
     family: str
     config: str        # a Python dict literal
     time_us: float
-    kernel: str        # key into the PTX table
-    launch: dict = field(default_factory=dict)   # grid_x ... shared_mem -> Python source
-    args: list = field(default_factory=list)     # Python source of the 9 int32 arguments
+    source: str = ""   # the kernel's CUDA source
+    entry: str = ""    # its entry point
+    kernel: object = None                         # the exporter's handle on the compiled kernel
+    launch: dict = field(default_factory=dict)   # grid_x ... shared_mem -> SymInt/int, then source text
+    args: list = field(default_factory=list)     # the 9 int32 arguments, likewise
+
+    def rendered(self, kernel, to_code) -> "PluginVariant":
+        """This variant with its kernel handle set and its expressions turned into source text."""
+        return replace(self, kernel=kernel, launch={k: to_code(v) for k, v in self.launch.items()},
+                       args=[to_code(a) for a in self.args])
 
 
-def build_entries(store: Store, gpus: list[dict], jobs: int | None = None):
-    """(entries, {kernel key: PTX}) for every tuned problem (with bias: onnx_fuse always emits one).
-    Distinct kernels are compiled once each, in parallel."""
+def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
+    """Every variant to export, launch geometry and arguments still symbolic: for every tuned problem
+    with bias (onnx_fuse always emits one), the variants select_variants ranks."""
     from .. import codegen
-    from ..compiler import CompileError, compile_many
-    entries, sources = [], {}          # (code, arch) -> (key, entry)
+    out = []
     for g in gpus:
-        gid, arch = g["id"], _arch(g)
-        for row in sorted(store.best_rows(gid), key=lambda r: r["problem"]):
+        for row in sorted(store.best_rows(g["id"]), key=lambda r: r["problem"]):
             if not row["bias"]:
                 continue
             problem = store.problem(row["problem"])
-            for v in select_variants(store, gid, problem):
+            for v in select_variants(store, g["id"], problem):
                 family = kernels.family_named(v.family)
-                code = codegen.render(family, problem, v.config).code
-                key = sources.setdefault((code, arch), (f"k{len(sources)}_{arch}", family.entry))[0]
                 launch = symbolic_launch(family, problem, v.config)
-                names = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z")
-                src = dict(zip(names, map(code_of, (*launch["grid"], *launch["block"]))))
-                src["shared_mem"] = code_of(launch["shared_mem"])
-                entries.append(_Entry(
-                    gpu=gid, op=problem.op, k=problem.k, stride=problem.stride, padding=problem.padding,
+                out.append(PluginVariant(
+                    gpu=g["id"], op=problem.op, k=problem.k, stride=problem.stride, padding=problem.padding,
                     act=problem.act, dtype=problem.dtype, fmt=v.fmt,
                     dims={n: getattr(problem, n) for n in SIZE_NAMES}, rank=v.rank, family=v.family,
-                    config=repr(v.config), time_us=v.time_us, kernel=key, launch=src,
-                    args=[code_of(a) for a in symbolic_args(problem, v.fmt)]))
+                    config=repr(v.config), time_us=v.time_us,
+                    source=codegen.render(family, problem, v.config).code, entry=family.entry,
+                    launch=dict(zip(LAUNCH_NAMES, (*launch["grid"], *launch["block"], launch["shared_mem"]))),
+                    args=list(symbolic_args(problem, v.fmt))))
+    return out
+
+
+def build_entries(store: Store, gpus: list[dict], jobs: int | None = None):
+    """(entries, {kernel key: PTX}) for the Python module. Distinct kernels are compiled once each,
+    in parallel."""
+    from ..compiler import CompileError, compile_many
+    arch_of = {g["id"]: _arch(g) for g in gpus}
+    entries, sources = [], {}          # (code, arch) -> (key, entry)
+    for v in plugin_variants(store, gpus):
+        arch = arch_of[v.gpu]
+        key = sources.setdefault((v.source, arch), (f"k{len(sources)}_{arch}", v.entry))[0]
+        entries.append(v.rendered(key, code_of))
     ptx_table = {}
     by_arch = {}
     for (code, arch), (key, entry) in sources.items():
