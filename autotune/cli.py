@@ -30,6 +30,22 @@ def _positive(text):
     return value
 
 
+class CommandError(Exception):
+    """A clear message for the user; main() prints it after the command's name and exits with `code`."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def _open_database(path):
+    from .store import Store
+    try:
+        return Store(path, readonly=True)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autotune", description=__doc__)
     parser.add_argument("--version", action="version", version=f"autotune {__version__}")
@@ -199,13 +215,8 @@ def dry_run(problems, args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .store import Store
     from .sweep import format_table, summary_row
-    try:
-        store = Store(args.db, readonly=True)
-    except FileNotFoundError as exc:
-        print(f"autotune show: {exc}", file=sys.stderr)
-        return 2
+    store = _open_database(args.db)
     gpus = [g for g in store.gpus() if args.gpu in (None, g["id"], g["name"])]
     if not gpus:
         print(f"autotune show: no GPU {args.gpu!r} in {store.path}", file=sys.stderr)
@@ -243,14 +254,7 @@ def cmd_onnx_fuse(args) -> int:
         print(f"autotune onnx-fuse: {args.input} is not a valid ONNX model: {str(exc).strip()[:500]}",
               file=sys.stderr)
         return 2
-    store = None
-    if args.db is not None:
-        from .store import Store
-        try:
-            store = Store(args.db, readonly=True)
-        except FileNotFoundError as exc:
-            print(f"autotune onnx-fuse: {exc}", file=sys.stderr)
-            return 2
+    store = _open_database(args.db) if args.db is not None else None
     try:
         fused, report = fuse_model(model, store=store, gpu=args.gpu)
     except FuseError as exc:
@@ -264,35 +268,23 @@ def cmd_onnx_fuse(args) -> int:
 
 def cmd_export_trt(args) -> int:
     from .compiler import CompileError
+    from .exporters.trt_cpp import export_cpp_plugins
     from .exporters.trt_python import ExportError, export_python_plugins
-    from .store import Store
-    try:
-        store = Store(args.db, readonly=True)
-    except FileNotFoundError as exc:
-        print(f"autotune export-trt: {exc}", file=sys.stderr)
-        return 2
-    try:
-        path = export_python_plugins(store, args.gpu, args.out)
-    except ExportError as exc:
-        print(f"autotune export-trt: {exc}", file=sys.stderr)
-        return 2
-    except CompileError as exc:
-        print(f"autotune export-trt: compiling a kernel failed: {str(exc)[:1500]}", file=sys.stderr)
-        return 1
-    print(f"written: {path} (import it, with TensorRT >= 10.8 installed, before building an engine from a "
-          f"model rewritten by `autotune onnx-fuse`)")
-    if not getattr(args, "no_cpp", False):
-        from .exporters.trt_cpp import export_cpp_plugins
+    store = _open_database(args.db)
+    exporters = [(export_python_plugins, "{} (import it, with TensorRT >= 10.8 installed, before building an engine "
+                                         "from a model rewritten by `autotune onnx-fuse`)")]
+    if not args.no_cpp:
+        exporters.append((export_cpp_plugins, "{}/ (C++ plugin library source: cmake -S {} -B build "
+                                              "-DTENSORRT_INCLUDE_DIR=<TensorRT include dir>, then "
+                                              "trtexec --dynamicPlugins=<the .so>)"))
+    for export, written in exporters:
         try:
-            cpp_dir = export_cpp_plugins(store, args.gpu, args.out)
+            path = export(store, args.gpu, args.out)
         except ExportError as exc:
-            print(f"autotune export-trt: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc)) from None
         except CompileError as exc:
-            print(f"autotune export-trt: compiling a kernel failed: {str(exc)[:1500]}", file=sys.stderr)
-            return 1
-        print(f"written: {cpp_dir}/ (C++ plugin library source: cmake -S {cpp_dir} -B build "
-              f"-DTENSORRT_INCLUDE_DIR=<TensorRT include dir>, then trtexec --dynamicPlugins=<the .so>)")
+            raise CommandError(f"compiling a kernel failed: {str(exc)[:1500]}", code=1) from None
+        print("written: " + written.format(path, path))
     return 0
 
 
@@ -301,6 +293,9 @@ def main(argv=None) -> int:
     try:
         return {"sweep": cmd_sweep, "show": cmd_show, "onnx-fuse": cmd_onnx_fuse,
                 "export-trt": cmd_export_trt}[args.command](args)
+    except CommandError as exc:
+        print(f"autotune {args.command}: {exc}", file=sys.stderr)
+        return exc.code
     except ProblemError as exc:
         print(f"autotune: {exc}", file=sys.stderr)
         return 2
