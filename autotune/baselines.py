@@ -49,9 +49,11 @@ def _torch_graph_time(torch, run_set, n_sets: int) -> float:
 
 
 def torch_times(problem: Problem) -> dict:
-    """{'cudnn': conv + bias + activation as PyTorch runs them (like with like),
-        'cudnn_conv': the bare convolution, no bias, no activation (often the stronger peer: PyTorch
-        adds a separate bias kernel for depthwise), plus versions}. Empty when torch is missing."""
+    """{'cudnn': conv + bias + activation as PyTorch runs them (like with like; a fused block: its
+        stages one after another, and the residual add),
+        'cudnn_conv': the bare convolutions, no bias, no activation, no residual (often the stronger
+        peer: PyTorch adds a separate bias kernel for depthwise), plus versions}. Empty when torch is
+        missing."""
     if not torch_available():
         return {}
     import torch
@@ -59,25 +61,35 @@ def torch_times(problem: Problem) -> dict:
     p = problem
     dt = getattr(torch, p.dtype)
     fmt = torch.channels_last if p.layout == "nhwc" else torch.contiguous_format
-    groups = p.C if p.op == "dw" else 1
     n_sets = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(p.min_bytes(), 1))))
     gen = torch.Generator(device="cuda").manual_seed(0)
+    acts = {"none": lambda t: t, "relu": F.relu, "relu6": F.relu6}
 
     def rand(*shape):
         return torch.rand(*shape, device="cuda", dtype=dt, generator=gen) * 2 - 1
 
+    stages = p.stages()
+    # per set: the input, then (weight, bias) per stage; weights scaled so fp16 stays in range
     sets = [(rand(p.N, p.C, p.H, p.W).contiguous(memory_format=fmt),
-             rand(*p.weight_shape).contiguous(memory_format=fmt),
-             rand(p.C_out)) for _ in range(n_sets)]
-    act = {"none": lambda t: t, "relu": F.relu, "relu6": F.relu6}[p.act]
+             [((rand(*w) / math.sqrt(s.k * s.k if s.op == "dw" else s.C)).contiguous(memory_format=fmt),
+               rand(s.C_out)) for s, w in zip(stages, p.weight_parts)]) for _ in range(n_sets)]
+
+    def run(i, epilogue: bool):
+        x, params = sets[i]
+        t = x
+        for s, (w, b) in zip(stages, params):
+            t = F.conv2d(t, w, b if epilogue and p.bias else None, s.stride, s.padding, 1,
+                         s.C if s.op == "dw" else 1)
+            if epilogue:
+                t = acts[s.act](t)
+        return t + x if epilogue and p.residual else t
+
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False        # our fp32 is exact fp32: compare like with like
     try:
         with torch.no_grad():
-            full = _torch_graph_time(torch, lambda i: act(F.conv2d(
-                sets[i][0], sets[i][1], sets[i][2] if p.bias else None, p.stride, p.padding, 1, groups)), n_sets)
-            bare = _torch_graph_time(torch, lambda i: F.conv2d(
-                sets[i][0], sets[i][1], None, p.stride, p.padding, 1, groups), n_sets)
+            full = _torch_graph_time(torch, lambda i: run(i, True), n_sets)
+            bare = _torch_graph_time(torch, lambda i: run(i, False), n_sets)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     return {"cudnn": full, "cudnn_conv": bare,

@@ -41,7 +41,7 @@ def common_params(problem: Problem) -> dict:
     return {
         "T": CUDA_TYPES[problem.dtype], "DTYPE": problem.dtype, "LAYOUT": problem.layout,
         "KSIZE": problem.k, "STRIDE": problem.stride, "PAD": problem.padding,
-        "HAS_BIAS": problem.bias, "ACT": problem.act,
+        "HAS_BIAS": problem.bias, "ACT": problem.act, "ACT2": problem.act2,
     }
 
 

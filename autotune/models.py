@@ -9,7 +9,9 @@ _MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
 
 
 def mobilenet_v2_layers(resolution: int = 224) -> list[dict]:
-    """Every depthwise and 1x1 conv of MobileNetV2, in order, as Problem fields without N/dtype/layout."""
+    """Every depthwise and 1x1 conv of MobileNetV2 in order, each block followed by its fused forms
+    (dwpw: the depthwise + project pair; ir: the whole inverted residual), as Problem fields
+    without N/dtype/layout."""
     layers, c_in, size = [], 32, resolution // 2          # after the stem's stride-2 3x3 conv
     for t, c, n, s in _MOBILENET_V2:
         for i in range(n):
@@ -18,8 +20,12 @@ def mobilenet_v2_layers(resolution: int = 224) -> list[dict]:
             if t != 1:
                 layers.append(dict(op="pw", C=c_in, H=size, W=size, C_out=hidden, act="relu6"))
             layers.append(dict(op="dw", C=hidden, H=size, W=size, k=3, stride=stride, act="relu6"))
+            layers.append(dict(op="pw", C=hidden, H=(size + 2 - 3) // stride + 1,
+                               W=(size + 2 - 3) // stride + 1, C_out=c, act="none"))
+            block = dict(H=size, W=size, C_out=c, k=3, stride=stride, act="relu6", act2="none")
+            layers.append(dict(op="dwpw", C=hidden, **block))
+            layers.append(dict(op="ir", C=c_in, expansion=t, **block))
             size = (size + 2 - 3) // stride + 1
-            layers.append(dict(op="pw", C=hidden, H=size, W=size, C_out=c, act="none"))
             c_in = c
     layers.append(dict(op="pw", C=c_in, H=size, W=size, C_out=1280, act="relu6"))
     return layers

@@ -1,15 +1,24 @@
-"""Problem description: one convolution (or, later, a fused block) with its shapes and options.
+"""Problem description: one convolution or one fused block, with its shapes and options.
+
+Ops: "dw" (depthwise, groups = C), "pw" (1x1), "dwpw" (depthwise + act, then 1x1 + act2: the
+MobileNetV1 block) and "ir" (the MobileNetV2 inverted residual: 1x1 expand by `expansion` + act,
+depthwise + act, 1x1 project + act2, plus the input when stride is 1 and C == C_out).
 
 A Problem is immutable and hashable; its `key` names it in the database. Sizes that change from call
 to call (N, C, H, W, C_out) are runtime arguments of the kernels; everything else (op, kernel size,
-stride, padding, bias, activation, dtype, layout) is baked into the compiled code.
+stride, padding, bias, activations, expansion, dtype, layout) is baked into the compiled code.
+
+A fused block takes all its weights as one flat array and all its biases as another: each stage's
+tensor in PyTorch's layout, concatenated in stage order (`weight_parts`, `bias_parts`), so every
+kernel keeps the one signature (x, w, bias, y, sizes).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-OPS = ("dw", "pw")
+OPS = ("dw", "pw", "dwpw", "ir")
+FUSED_OPS = ("dwpw", "ir")
 KERNEL_SIZES = (3, 5, 7)
 STRIDES = (1, 2)
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -41,19 +50,21 @@ def _positive_int(field: str, value):
 
 @dataclass(frozen=True)
 class Problem:
-    op: str                   # "dw" (depthwise, groups = C) or "pw" (1x1)
+    op: str                   # "dw", "pw", "dwpw" or "ir" (see above)
     N: int
     C: int                    # input channels
     H: int
     W: int
-    C_out: int | None = None  # pw only; dw has C_out = C
-    k: int = 1                # dw: 3/5/7; pw: 1
+    C_out: int | None = None  # pw and fused blocks; dw has C_out = C
+    k: int = 1                # dw and fused blocks: 3/5/7; pw: 1
     stride: int = 1
     padding: int | None = None  # default k // 2
     bias: bool = True
-    act: str = "none"
+    act: str = "none"         # after the conv; in a fused block after expand and depthwise
     dtype: str = "float32"
     layout: str = "nchw"
+    act2: str = "none"        # fused blocks: after the last 1x1
+    expansion: int = 1        # ir: hidden channels = C * expansion (1: no expand stage)
 
     def __post_init__(self):
         _choice("op", self.op, OPS)
@@ -64,21 +75,13 @@ class Problem:
         _choice("layout", self.layout, LAYOUTS)
         if not isinstance(self.bias, bool):
             raise ProblemError("bias", f"must be True or False, got {self.bias!r}")
-        if self.op == "dw":
-            _choice("k", self.k, KERNEL_SIZES)
-            _choice("stride", self.stride, STRIDES)
-            if self.C_out is None:
-                object.__setattr__(self, "C_out", self.C)
-            elif self.C_out != self.C:
-                raise ProblemError("C_out", f"depthwise keeps the channel count: C_out must equal C={self.C}, got {self.C_out}")
-            if self.padding is None:
-                object.__setattr__(self, "padding", self.k // 2)
-            if isinstance(self.padding, bool) or not isinstance(self.padding, int) or not 0 <= self.padding < self.k:
-                raise ProblemError("padding", f"must be an integer in [0, {self.k - 1}], got {self.padding!r}")
-            for field, size in (("H", self.H), ("W", self.W)):
-                if size + 2 * self.padding < self.k:
-                    raise ProblemError(field, f"{size} (+ padding {self.padding} each side) is smaller than the kernel size {self.k}")
-        else:
+        _choice("act2", self.act2, ACTIVATIONS)
+        _positive_int("expansion", self.expansion)
+        if self.op != "ir" and self.expansion != 1:
+            raise ProblemError("expansion", f"only inverted residuals (op 'ir') expand, got {self.expansion}")
+        if self.op not in FUSED_OPS and self.act2 != "none":
+            raise ProblemError("act2", f"only fused blocks have a second activation, got {self.act2!r}")
+        if self.op == "pw":
             if self.C_out is None:
                 raise ProblemError("C_out", "pointwise needs C_out")
             _positive_int("C_out", self.C_out)
@@ -89,6 +92,25 @@ class Problem:
             if self.padding not in (None, 0):
                 raise ProblemError("padding", f"pointwise convolutions have no padding, got {self.padding}")
             object.__setattr__(self, "padding", 0)
+            return
+        _choice("k", self.k, KERNEL_SIZES)
+        _choice("stride", self.stride, STRIDES)
+        if self.op == "dw":
+            if self.C_out is None:
+                object.__setattr__(self, "C_out", self.C)
+            elif self.C_out != self.C:
+                raise ProblemError("C_out", f"depthwise keeps the channel count: C_out must equal C={self.C}, got {self.C_out}")
+        else:
+            if self.C_out is None:
+                raise ProblemError("C_out", f"a fused block ({self.op}) needs C_out")
+            _positive_int("C_out", self.C_out)
+        if self.padding is None:
+            object.__setattr__(self, "padding", self.k // 2)
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or not 0 <= self.padding < self.k:
+            raise ProblemError("padding", f"must be an integer in [0, {self.k - 1}], got {self.padding!r}")
+        for field, size in (("H", self.H), ("W", self.W)):
+            if size + 2 * self.padding < self.k:
+                raise ProblemError(field, f"{size} (+ padding {self.padding} each side) is smaller than the kernel size {self.k}")
 
     # ---- shapes -------------------------------------------------------------------------------
     @property
@@ -110,14 +132,49 @@ class Problem:
     def output_shape(self) -> tuple:
         return self._activation_shape(self.C_out, self.H_out, self.W_out)
 
+    # ---- fused blocks ---------------------------------------------------------------------------
+    @property
+    def hidden(self) -> int:
+        """Channels between the stages of a fused block (the depthwise's channels)."""
+        return self.C * self.expansion
+
+    @property
+    def residual(self) -> bool:
+        """An inverted residual adds its input when the shapes allow."""
+        return self.op == "ir" and self.stride == 1 and self.C == self.C_out
+
+    def stages(self) -> list:
+        """The convolutions a block runs one after another (a single conv is its own only stage)."""
+        if self.op not in FUSED_OPS:
+            return [self]
+        common = dict(N=self.N, bias=self.bias, dtype=self.dtype, layout=self.layout)
+        hidden, out = self.hidden, []
+        if self.op == "ir" and self.expansion > 1:
+            out.append(Problem("pw", C=self.C, H=self.H, W=self.W, C_out=hidden, act=self.act, **common))
+        out.append(Problem("dw", C=hidden, H=self.H, W=self.W, k=self.k, stride=self.stride,
+                           padding=self.padding, act=self.act, **common))
+        out.append(Problem("pw", C=hidden, H=self.H_out, W=self.W_out, C_out=self.C_out, act=self.act2, **common))
+        return out
+
+    @property
+    def weight_parts(self) -> list:
+        """Shapes of the stages' weights, in PyTorch's layout and stage order: [C,1,K,K] for a
+        depthwise, [C_out,C_in,1,1] for a 1x1."""
+        return [(s.C, 1, s.k, s.k) if s.op == "dw" else (s.C_out, s.C, 1, 1) for s in self.stages()]
+
+    @property
+    def bias_parts(self) -> list:
+        return [(s.C_out,) for s in self.stages()] if self.bias else []
+
     @property
     def weight_shape(self) -> tuple:
-        """PyTorch's layout: [C,1,K,K] for depthwise, [C_out,C_in,1,1] for pointwise."""
-        return (self.C, 1, self.k, self.k) if self.op == "dw" else (self.C_out, self.C, 1, 1)
+        """One conv: its PyTorch weight shape. A fused block: the flat concatenation of weight_parts."""
+        parts = self.weight_parts
+        return parts[0] if len(parts) == 1 else (sum(_prod(s) for s in parts),)
 
     @property
     def bias_shape(self) -> tuple | None:
-        return (self.C_out,) if self.bias else None
+        return (sum(s[0] for s in self.bias_parts),) if self.bias else None
 
     # ---- cost ---------------------------------------------------------------------------------
     @property
@@ -127,20 +184,26 @@ class Problem:
     def min_bytes(self) -> int:
         """Fewest bytes any kernel must move: input read once, output written once, weights once."""
         n = self.N * self.C * self.H * self.W + self.N * self.C_out * self.H_out * self.W_out
-        n += _prod(self.weight_shape) + (self.C_out if self.bias else 0)
+        n += _prod(self.weight_shape) + (self.bias_shape[0] if self.bias else 0)
         return n * self.itemsize
 
     def flops(self) -> int:
+        if self.op in FUSED_OPS:
+            return sum(s.flops() for s in self.stages())
         taps = self.k * self.k if self.op == "dw" else self.C
         return 2 * self.N * self.C_out * self.H_out * self.W_out * taps
 
     # ---- identity -----------------------------------------------------------------------------
     @property
     def key(self) -> str:
-        """Stable name, e.g. 'dw k3 s1 p1 N16 C32 112x112 relu6 bias float16 nhwc'."""
-        shape = f"N{self.N} C{self.C}" + (f"->{self.C_out}" if self.op == "pw" else "")
-        conv = f"k{self.k} s{self.stride} p{self.padding}" if self.op == "dw" else "1x1"
-        return (f"{self.op} {conv} {shape} {self.H}x{self.W} {self.act}"
+        """Stable name, e.g. 'dw k3 s1 p1 N16 C32 112x112 relu6 bias float16 nhwc',
+        'ir t6 k3 s1 p1 N16 C24->24 56x56 relu6/none bias float16 nhwc'."""
+        shape = f"N{self.N} C{self.C}" + (f"->{self.C_out}" if self.op != "dw" else "")
+        conv = "1x1" if self.op == "pw" else f"k{self.k} s{self.stride} p{self.padding}"
+        if self.op == "ir":
+            conv = f"t{self.expansion} {conv}"
+        acts = f"{self.act}/{self.act2}" if self.op in FUSED_OPS else self.act
+        return (f"{self.op} {conv} {shape} {self.H}x{self.W} {acts}"
                 f"{' bias' if self.bias else ''} {self.dtype} {self.layout}")
 
     def to_dict(self) -> dict:
@@ -156,7 +219,7 @@ class Problem:
 
     def replace(self, **changes) -> "Problem":
         """A copy with some fields changed; derived defaults (a depthwise C_out, the padding) follow."""
-        if self.op == "dw" and "C" in changes and "C_out" not in changes:
+        if self.op == "dw" and "C" in changes and "C_out" not in changes:   # dw: C_out follows C
             changes["C_out"] = None
         if "k" in changes and "padding" not in changes:
             changes["padding"] = None

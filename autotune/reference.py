@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .problem import Problem
+from .problem import FUSED_OPS, Problem
 
 # |out - ref| <= RTOL * (|ref| + max|ref|): fp32 results differ from float64 only by summation order;
 # fp16 results additionally round once on store (2^-11 relative).
@@ -26,9 +26,29 @@ def activate(y: np.ndarray, act: str) -> np.ndarray:
     return y
 
 
+def split_parts(flat, shapes) -> list:
+    """A fused block's flat weight (or bias) array cut into its stages' tensors."""
+    flat = np.asarray(flat).reshape(-1)
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(flat[start:start + size].reshape(shape))
+        start += size
+    return out
+
+
 def reference(problem: Problem, x, w, bias=None) -> np.ndarray:
-    """The problem's output in float64, in the problem's layout."""
+    """The problem's output in float64, in the problem's layout. A fused block runs its stages
+    in float64 one after another (no rounding in between) and adds the residual."""
     p = problem
+    if p.op in FUSED_OPS:
+        stages = p.stages()
+        ws = split_parts(w, p.weight_parts)
+        bs = split_parts(bias, p.bias_parts) if p.bias else [None] * len(stages)
+        y = np.asarray(x, dtype=np.float64)
+        for stage, sw, sb in zip(stages, ws, bs):
+            y = reference(stage, y, sw, sb)
+        return y + np.asarray(x, dtype=np.float64) if p.residual else y
     xn = to_nchw(np.asarray(x, dtype=np.float64), p.layout)
     w = np.asarray(w, dtype=np.float64)
     if p.op == "dw":
@@ -49,6 +69,8 @@ def reference(problem: Problem, x, w, bias=None) -> np.ndarray:
 def direct_reference(problem: Problem, x, w, bias=None) -> np.ndarray:
     """The definition, loop by loop: slow, for checking `reference` on tiny sizes."""
     p = problem
+    if p.op in FUSED_OPS:
+        raise ValueError("direct_reference covers single convolutions; a block is checked stage by stage")
     xn = to_nchw(np.asarray(x, dtype=np.float64), p.layout)
     y = np.zeros((p.N, p.C_out, p.H_out, p.W_out))
     for n in range(p.N):
@@ -73,13 +95,18 @@ def random_inputs(problem: Problem, rng: np.random.Generator) -> dict:
     """Fresh inputs in the problem's dtype: activations in [-1, 1), weights scaled like a trained
     layer's so outputs stay O(1) whatever the fan-in (and relu6 clips some of them)."""
     p, dt = problem, np.dtype(problem.dtype)
-    fan_in = p.k * p.k if p.op == "dw" else p.C
-    bound = 2.0 / np.sqrt(fan_in)
+
+    def weights(stage):
+        fan_in = stage.k * stage.k if stage.op == "dw" else stage.C
+        bound = 2.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, stage.weight_shape).astype(dt).reshape(-1)
+
+    stages = p.stages()
     arrays = {
         "x": rng.uniform(-1, 1, p.input_shape).astype(dt),
-        "w": rng.uniform(-bound, bound, p.weight_shape).astype(dt),
+        "w": np.concatenate([weights(s) for s in stages]).reshape(p.weight_shape),
     }
-    arrays["bias"] = rng.uniform(-0.5, 0.5, (p.C_out,)).astype(dt) if p.bias else None
+    arrays["bias"] = rng.uniform(-0.5, 0.5, p.bias_shape).astype(dt) if p.bias else None
     return arrays
 
 

@@ -85,8 +85,11 @@ class Store:
         if not t("problems").exists():
             t("problems").create({"key": str, "op": str, "N": int, "C": int, "H": int, "W": int,
                                   "C_out": int, "k": int, "stride": int, "padding": int, "bias": int,
-                                  "act": str, "dtype": str, "layout": str, "min_bytes": int,
-                                  "flops": int}, pk="key")
+                                  "act": str, "dtype": str, "layout": str, "act2": str, "expansion": int,
+                                  "min_bytes": int, "flops": int}, pk="key")
+        for column, kind, default in (("act2", str, "none"), ("expansion", int, 1)):   # databases from before fused blocks
+            if column not in t("problems").columns_dict:
+                t("problems").add_column(column, kind, not_null_default=default)
         if not t("trials").exists():
             t("trials").create({"id": int, "gpu": str, "problem": str, "family": str, "config": str,
                                 "status": str, "time_us": float, "error": str, "max_error": float,
@@ -201,6 +204,7 @@ class Store:
         row = self.db["problems"].get(key)
         fields = {k: row[k] for k in ("op", "N", "C", "H", "W", "C_out", "k", "stride", "padding",
                                       "act", "dtype", "layout")}
+        fields.update({k: row[k] for k in ("act2", "expansion") if row.get(k) is not None})
         return Problem(**fields, bias=bool(row["bias"]))
 
 

@@ -61,8 +61,8 @@ def scalar_args(problem, ldx=None, ldy=None) -> tuple:
 
 
 def families():
-    from . import depthwise, pointwise
-    return [*depthwise.FAMILIES, *pointwise.FAMILIES]
+    from . import depthwise, fused, pointwise
+    return [*depthwise.FAMILIES, *pointwise.FAMILIES, *fused.FAMILIES]
 
 
 def families_for(problem):

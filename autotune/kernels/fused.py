@@ -1,0 +1,194 @@
+"""Fused-block families (templates/fused_block.cu.j2): a dwpw block or a whole inverted residual
+in one kernel, on CUDA cores (fp32 math, both dtypes) or with the 1x1s on tensor cores (fp16).
+
+A block owns tile_h x tile_w output pixels and block_n output channels and walks the hidden channels
+kc at a time; the 1x1's accumulators live in registers across the walk. Output channels beyond
+block_n go to other blocks, which recompute the expand and depthwise: block_n covering all of C_out
+avoids that and costs registers.
+"""
+from __future__ import annotations
+
+from . import MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK, REGISTERS_PER_SM, Launch, ceil_div
+
+_TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
+_REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's temporaries
+
+
+def _round_up(a: int, b: int) -> int:
+    return ceil_div(a, b) * b
+
+
+def copy_width(problem) -> int:
+    """Elements per copy of x into shared memory: up to 16 bytes along NHWC channels; NCHW copies
+    single elements (its channels are planes apart)."""
+    if problem.layout == "nchw":
+        return 1
+    return next(v for v in (16 // problem.itemsize, 4, 2, 1) if problem.C % v == 0 and v * problem.itemsize <= 16)
+
+
+class _FusedBlock:
+    template = "fused_block.cu.j2"
+    entry = "fused_block"
+    tensor_cores = False
+
+    def applies(self, problem) -> bool:
+        return problem.op in ("dwpw", "ir")
+
+    # ---- shared pieces --------------------------------------------------------------------------
+    def _tile_space(self):
+        return {"tile": tuple(f"{h}x{w}" for h, w in _TILES), "kc": (16, 32, 64),
+                "block_n": (16, 32, 64, 128, 256, 512)}
+
+    @staticmethod
+    def tile(config) -> tuple:
+        h, w = config["tile"].split("x")
+        return int(h), int(w)
+
+    def _row_pads(self, problem):
+        """Padding (elements) of the rows of the staged tiles and of the GEMM operand tiles."""
+        return (8, 8) if self.tensor_cores else (copy_width(problem), 1)
+
+    def shared_bytes(self, problem, config) -> int:
+        th, tw = self.tile(config)
+        kc, bn, item, k, s = config["kc"], config["block_n"], problem.itemsize, problem.k, problem.stride
+        row_pad, op_pad = self._row_pads(problem)
+        in_pix = ((th - 1) * s + k) * ((tw - 1) * s + k)
+        in_rows = _round_up(in_pix, 16)
+        expand = problem.op == "ir" and problem.expansion > 1
+        x_ld = _round_up(problem.C, 16) + row_pad
+        elems = in_rows * (kc + row_pad) + th * tw * (kc + op_pad) + bn * (kc + op_pad)
+        if expand:
+            elems += in_rows * x_ld + kc * x_ld
+        return _round_up(elems * item, 4) + 4 * kc * k * k
+
+    def check(self, problem, config) -> str | None:
+        return self._check_space(problem, config) or self._check_tiling(config) or \
+            self._check_common(problem, config)
+
+    def _check_space(self, problem, config) -> str | None:
+        if not self.applies(problem):
+            return f"{self.name} runs fused blocks (dwpw, ir)" + (" in float16" if self.tensor_cores else "")
+        space = self.space(problem)
+        if set(config) != set(space):
+            return f"parameters {sorted(config)} do not match {sorted(space)}"
+        for name, value in config.items():
+            if value not in space[name]:
+                return f"{name}={value!r} is not among {space[name]}"
+        return None
+
+    def _check_common(self, problem, config) -> str | None:
+        th, tw = self.tile(config)
+        if th > max(1, 2 * problem.H_out) or tw > max(16, 2 * problem.W_out):
+            return "tile far larger than the output (pruned)"
+        if config["block_n"] > max(16, _round_up(problem.C_out, 16)) * 2 - 16:
+            return f"block_n={config['block_n']} beyond C_out={problem.C_out} (pruned)"
+        if config["kc"] > max(16, _round_up(problem.hidden, 16)):
+            return f"kc={config['kc']} beyond the {problem.hidden} hidden channels (pruned)"
+        if config["kc"] % copy_width(problem):
+            return "kc must be whole copies"
+        threads = self.threads(problem, config)
+        if threads > MAX_THREADS_PER_BLOCK or threads < 32:
+            return f"{threads} threads per block (need 32..{MAX_THREADS_PER_BLOCK})"
+        shared = self.shared_bytes(problem, config)
+        if shared > MAX_SHARED_BYTES:
+            return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
+        registers = self.registers(problem, config)
+        if registers > MAX_REGISTERS_PER_THREAD:
+            return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
+        if registers * threads > REGISTERS_PER_SM:
+            return f"~{registers} registers x {threads} threads > {REGISTERS_PER_SM} per SM"
+        return None
+
+    def default_config(self, problem) -> dict:
+        for config in self._default_candidates(problem):
+            if self.check(problem, config) is None:
+                return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def template_params(self, problem, config) -> dict:
+        th, tw = self.tile(config)
+        return {"TILE_H": th, "TILE_W": tw, "KC": config["kc"], "BLOCK_N": config["block_n"],
+                "CIN_PAD": _round_up(problem.C, 16), "VEC": copy_width(problem),
+                "EXPANSION": problem.expansion, "RESIDUAL": problem.residual,
+                "TENSOR_CORES": self.tensor_cores}
+
+    def launch(self, problem, config) -> Launch:
+        p = problem
+        th, tw = self.tile(config)
+        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+        grid = (ceil_div(h_out, th) * ceil_div(w_out, tw), ceil_div(p.C_out, config["block_n"]), p.N)
+        return Launch(grid=grid, block=(self.threads(problem, config), 1, 1), shared_mem=0)
+
+
+class SimtFusedBlock(_FusedBlock):
+    """Every stage on CUDA cores in fp32; tm x tn outputs of the last 1x1 per thread."""
+    name = "fused_block"
+
+    def space(self, problem) -> dict:
+        return {**self._tile_space(), "tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8)}
+
+    def threads(self, problem, config) -> int:
+        th, tw = self.tile(config)
+        return th * tw // config["tm"] * config["block_n"] // config["tn"]
+
+    def registers(self, problem, config) -> int:
+        tm, tn = config["tm"], config["tn"]
+        return tm * tn + tm + tn + _REGISTER_OVERHEAD
+
+    def _check_tiling(self, config) -> str | None:
+        return None     # tiles are whole multiples of 16 pixels and 16 channels, tm and tn at most 8
+
+    def _default_candidates(self, problem):
+        for bn in (64, 32, 16):
+            for tile in ("4x4", "2x8", "1x16"):
+                for kc in (32, 16):
+                    yield {"tile": tile, "kc": kc, "block_n": bn, "tm": 2, "tn": 4}
+
+    def template_params(self, problem, config) -> dict:
+        return {**super().template_params(problem, config), "TM": config["tm"], "TN": config["tn"]}
+
+
+class TensorCoreFusedBlock(_FusedBlock):
+    """fp16: the 1x1s on tensor cores (mma.sync m16n8k16, fp32 accumulation), warps_m x warps_n warps
+    over the block's pixels x output channels; the depthwise on CUDA cores."""
+    name = "fused_block_tc"
+    tensor_cores = True
+
+    def applies(self, problem) -> bool:
+        return super().applies(problem) and problem.dtype == "float16"
+
+    def space(self, problem) -> dict:
+        return {**self._tile_space(), "warps_m": (1, 2, 4), "warps_n": (1, 2, 4, 8)}
+
+    def threads(self, problem, config) -> int:
+        return 32 * config["warps_m"] * config["warps_n"]
+
+    def registers(self, problem, config) -> int:
+        th, tw = self.tile(config)
+        mt = th * tw // config["warps_m"] // 16
+        nt = config["block_n"] // config["warps_n"] // 8
+        return 4 * mt * nt + 4 * mt + 2 * nt + _REGISTER_OVERHEAD    # accumulators + A and B fragments
+
+    def _check_tiling(self, config) -> str | None:
+        th, tw = self.tile(config)
+        if th * tw % (16 * config["warps_m"]):
+            return f"tile {config['tile']} is not warps_m={config['warps_m']} whole 16-pixel tiles"
+        if config["block_n"] % (8 * config["warps_n"]):
+            return f"block_n={config['block_n']} is not warps_n={config['warps_n']} whole 8-channel tiles"
+        return None
+
+    def _default_candidates(self, problem):
+        for bn in (64, 32, 16):
+            for tile in ("4x4", "2x8", "1x16"):
+                for kc in (32, 16):
+                    yield {"tile": tile, "kc": kc, "block_n": bn, "warps_m": 1, "warps_n": max(1, bn // 32)}
+
+    def template_params(self, problem, config) -> dict:
+        return {**super().template_params(problem, config),
+                "WARPS_M": config["warps_m"], "WARPS_N": config["warps_n"]}
+
+
+SIMT = SimtFusedBlock()
+TENSOR_CORE = TensorCoreFusedBlock()
+FAMILIES = [SIMT, TENSOR_CORE]

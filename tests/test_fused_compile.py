@@ -1,0 +1,81 @@
+"""Fused-block families without a GPU: a spread of valid configurations renders and compiles for
+sm_80 and sm_90 within the shared memory check() computed; defaults are valid; check() rejects
+what it must."""
+import functools
+import random
+
+import pytest
+
+from autotune import codegen, compiler
+from autotune.kernels import MAX_REGISTERS_PER_THREAD, fused
+from autotune.problem import Problem
+from autotune.searchspace import invalid_reason, valid_configs
+from autotune.strategy import MAX_SPILL_BYTES
+
+PROBLEMS = [
+    Problem("dwpw", N=2, C=35, H=13, W=22, C_out=19, k=3, act="relu6", dtype="float16", layout="nhwc"),
+    Problem("dwpw", N=1, C=96, H=29, W=30, C_out=24, k=5, stride=2, act="relu", act2="relu", dtype="float32", layout="nchw"),
+    Problem("ir", N=2, C=24, H=28, W=28, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc"),
+    Problem("ir", N=1, C=12, H=15, W=9, C_out=20, k=7, stride=2, expansion=4, act="relu6", bias=False,
+            dtype="float32", layout="nhwc"),
+    Problem("ir", N=1, C=160, H=7, W=7, C_out=320, k=3, expansion=6, act="relu6", dtype="float16", layout="nchw"),
+]
+PER_PROBLEM = 3
+
+
+@functools.lru_cache(maxsize=None)
+def cases():
+    rng = random.Random(0)
+    out = []
+    for p in PROBLEMS:
+        for family in fused.FAMILIES:
+            if family.applies(p):
+                out.append((p, family, family.default_config(p)))
+                out += [(p, family, c) for c in rng.sample(valid_configs(family, p), PER_PROBLEM)]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(arch):
+    return compiler.compile_many([codegen.render(f, p, c).code for p, f, c in cases()], arch, jobs=2)
+
+
+def test_both_families_and_both_ops_are_covered():
+    names = {(p.op, f.name) for p, f, _ in cases()}
+    assert names == {(op, f) for op in ("dwpw", "ir") for f in ("fused_block", "fused_block_tc")}
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_valid_configurations_compile_within_their_resources(arch):
+    for (p, family, config), binary in zip(cases(), compiled(arch)):
+        where = f"{p.key} {family.name} {config}"
+        assert not isinstance(binary, Exception), f"{where}: {binary}"
+        assert invalid_reason(family, p, config) is None
+        assert binary.shared_bytes <= family.shared_bytes(p, config) + 16, where   # ptxas's count vs check()'s
+        assert binary.registers <= MAX_REGISTERS_PER_THREAD
+        if binary.registers >= MAX_REGISTERS_PER_THREAD:
+            assert (binary.spill_bytes or 0) <= MAX_SPILL_BYTES, where
+
+
+def test_rendered_source_bakes_in_the_block():
+    p = PROBLEMS[2]
+    code = codegen.render(fused.TENSOR_CORE, p, fused.TENSOR_CORE.default_config(p)).code
+    assert "constexpr int EXPANSION = 6;" in code and "constexpr bool RESIDUAL = true;" in code
+    assert "mma_16816" in code and "OUT_ACTIVATION = ACT_NONE" in code
+    simt = codegen.render(fused.SIMT, PROBLEMS[1], fused.SIMT.default_config(PROBLEMS[1])).code
+    assert "constexpr bool TENSOR_CORES = false;" in simt and "mma_16816" not in simt
+
+
+def test_check_rejects_what_it_must():
+    ir16 = PROBLEMS[2]
+    tc, simt = fused.TENSOR_CORE, fused.SIMT
+    ok = tc.default_config(ir16)
+    assert tc.check(ir16, ok) is None
+    assert "warps_m" in tc.check(ir16, {**ok, "tile": "2x8", "warps_m": 2})          # 16 pixels, 2 warps of 16
+    assert "block_n" in tc.check(ir16, {**ok, "block_n": 16, "warps_n": 4})
+    assert "shared memory" in simt.check(PROBLEMS[4].replace(dtype="float32"), {
+        "tile": "8x16", "kc": 64, "block_n": 256, "tm": 8, "tn": 8})
+    assert "fused blocks" in tc.check(Problem("dw", 1, 8, 8, 8, k=3, dtype="float16"), ok)
+    assert tc.check(PROBLEMS[1], tc.default_config(ir16)) is not None     # fp32: no tensor cores
+    assert not tc.applies(PROBLEMS[1]) and simt.applies(PROBLEMS[1])
+    assert "not among" in simt.check(PROBLEMS[1], {**simt.default_config(PROBLEMS[1]), "tm": 3})

@@ -1,0 +1,58 @@
+"""Fused blocks (dwpw, ir) against the float64 reference of the whole block on a GPU: the default
+configuration and a sample of valid tuned ones of every family, on awkward shapes (H != W, sizes
+off every tile, batch 3, channel counts off the copy width and the 16-channel GEMM steps, stride 2
+with odd sizes, expansion 1, residual and not, no bias)."""
+import random
+
+import pytest
+
+from autotune import codegen, compiler, kernels
+from autotune.problem import Problem
+from autotune.searchspace import valid_configs
+
+pytestmark = pytest.mark.gpu
+
+RANDOM_CONFIGS = 5
+AWKWARD = [
+    dict(op="dwpw", N=3, C=35, H=13, W=22, C_out=19, k=3, stride=1, act="relu6"),
+    dict(op="dwpw", N=2, C=24, H=17, W=9, C_out=40, k=3, stride=2, act="relu", act2="relu"),
+    dict(op="dwpw", N=1, C=16, H=15, W=31, C_out=24, k=5, stride=2, act2="relu6", bias=False),
+    dict(op="ir", N=3, C=8, H=13, W=22, C_out=8, k=3, stride=1, expansion=6, act="relu6"),
+    dict(op="ir", N=2, C=12, H=17, W=9, C_out=20, k=3, stride=2, expansion=6, act="relu6"),
+    dict(op="ir", N=2, C=32, H=14, W=14, C_out=16, k=3, stride=1, expansion=1, act="relu6"),
+    dict(op="ir", N=1, C=24, H=9, W=11, C_out=24, k=5, stride=1, expansion=4, act="relu6", bias=False),
+    dict(op="ir", N=2, C=40, H=7, W=7, C_out=40, k=3, stride=1, expansion=6, act="relu6"),
+]
+
+
+@pytest.fixture(scope="module")
+def arch():
+    from autotune.device import gpu_arch
+    return gpu_arch()
+
+
+def _cases():
+    for spec in AWKWARD:
+        for dtype in ("float32", "float16"):
+            for layout in ("nchw", "nhwc"):
+                yield Problem(**spec, dtype=dtype, layout=layout)
+
+
+@pytest.mark.parametrize("problem", list(_cases()), ids=lambda p: p.key)
+def test_fused_blocks_match_reference(problem, arch):
+    from autotune.runner import ProblemData, load_function, verify
+    assert problem.residual == (problem.op == "ir" and problem.stride == 1 and problem.C == problem.C_out)
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    families = kernels.families_for(problem)
+    assert {f.name for f in families} == ({"fused_block", "fused_block_tc"} if problem.dtype == "float16"
+                                          else {"fused_block"})
+    for family in families:
+        configs = [family.default_config(problem)]
+        configs += rng.sample(valid_configs(family, problem), RANDOM_CONFIGS)
+        binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
+        for config, binary in zip(configs, binaries):
+            assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
+            fn = load_function(binary, family.entry)
+            ok, err = verify(fn, family.launch(problem, config), data)
+            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
