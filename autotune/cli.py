@@ -6,7 +6,7 @@ import random
 import sys
 import time
 
-from . import __version__
+from . import __version__, kernels
 from .models import MODELS, model_problems
 from .problem import DTYPES, LAYOUTS, OPS, ProblemError
 
@@ -121,6 +121,11 @@ class Progress:
 
 def cmd_sweep(args) -> int:
     problems = model_problems(args.model, ops=args.ops, batches=args.batch, dtypes=args.dtype, layouts=args.layout)
+    unfit = [p for p in problems if not kernels.families_for(p)]
+    if unfit:
+        print(f"autotune: no kernel runs {len(unfit)} problem(s), skipped (they run unfused): "
+              f"{unfit[0].key}{', ...' if len(unfit) > 1 else ''}", file=sys.stderr)
+        problems = [p for p in problems if p not in unfit]
     if args.dry_run:
         return dry_run(problems, args)
     if args.gpu is None:

@@ -32,7 +32,10 @@ class _FusedBlock:
     tensor_cores = False
 
     def applies(self, problem) -> bool:
-        return problem.op in ("dwpw", "ir")
+        """A fused block whose smallest tiles fit in shared memory (the expand stages the input tile
+        with all its channels: wide fp32 blocks do not fit and run unfused)."""
+        smallest = {"tile": "4x4", "kc": 16, "block_n": 16}
+        return problem.op in ("dwpw", "ir") and self.shared_bytes(problem, smallest) <= MAX_SHARED_BYTES
 
     # ---- shared pieces --------------------------------------------------------------------------
     def _tile_space(self):
@@ -46,7 +49,7 @@ class _FusedBlock:
 
     def _row_pads(self, problem):
         """Padding (elements) of the rows of the staged tiles and of the GEMM operand tiles."""
-        return (8, 8) if self.tensor_cores else (copy_width(problem), 1)
+        return (8, 8) if self.tensor_cores else (16 // problem.itemsize, 16 // problem.itemsize)
 
     def shared_bytes(self, problem, config) -> int:
         th, tw = self.tile(config)
@@ -56,10 +59,10 @@ class _FusedBlock:
         in_rows = _round_up(in_pix, 16)
         expand = problem.op == "ir" and problem.expansion > 1
         x_ld = _round_up(problem.C, 16) + row_pad
-        elems = in_rows * (kc + row_pad) + th * tw * (kc + op_pad) + bn * (kc + op_pad)
-        if expand:
-            elems += in_rows * x_ld + kc * x_ld
-        return _round_up(elems * item, 4) + 4 * kc * k * k
+        tiles = [in_rows * (kc + row_pad), th * tw * (kc + op_pad), bn * (kc + op_pad)]
+        tiles += [in_rows * x_ld, kc * x_ld] if expand else [1, 1]
+        # each tile starts 16-byte aligned (struct Smem in the template)
+        return sum(_round_up(n * item, 16) for n in tiles) + _round_up(4 * kc * k * k, 16)
 
     def check(self, problem, config) -> str | None:
         return self._check_space(problem, config) or self._check_tiling(config) or \
@@ -143,7 +146,7 @@ class SimtFusedBlock(_FusedBlock):
         for bn in (64, 32, 16):
             for tile in ("4x4", "2x8", "1x16"):
                 for kc in (32, 16):
-                    yield {"tile": tile, "kc": kc, "block_n": bn, "tm": 2, "tn": 4}
+                    yield {"tile": tile, "kc": kc, "block_n": bn, "tm": 2, "tn": min(4, bn // 16)}
 
     def template_params(self, problem, config) -> dict:
         return {**super().template_params(problem, config), "TM": config["tm"], "TN": config["tn"]}
@@ -156,7 +159,7 @@ class TensorCoreFusedBlock(_FusedBlock):
     tensor_cores = True
 
     def applies(self, problem) -> bool:
-        return super().applies(problem) and problem.dtype == "float16"
+        return problem.dtype == "float16" and super().applies(problem)
 
     def space(self, problem) -> dict:
         return {**self._tile_space(), "warps_m": (1, 2, 4), "warps_n": (1, 2, 4, 8)}
