@@ -4,7 +4,8 @@
     conv = autotune.lookup(op="dw", N=1, C=32, H=112, W=112, k=3, act="relu6", dtype="float16", layout="nhwc")
     y = conv(x, w, bias)            # CuPy arrays, torch tensors, anything with __cuda_array_interface__
 
-An untuned shape falls back, in order: the nearest tuned shape on the same GPU, the same shape or
+A fused block (dwpw, ir) runs as the plan that measured fastest on this GPU: one fused kernel, or
+its stages one kernel each (plans.py). An untuned shape falls back, in order: the nearest tuned shape on the same GPU, the same shape or
 nearest on another GPU of the same compute capability, then the family's safe default; the kernel's
 `fallback` says which, and a warning says it once.
 """
@@ -15,13 +16,14 @@ import math
 import threading
 import warnings
 
-from . import codegen, compiler, kernels
+from . import codegen, compiler, kernels, plans
 from .problem import Problem
 from .store import Store, gpu_id
 
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
-_SAME_KIND = ("op", "k", "stride", "padding", "bias", "act", "dtype", "layout")
+_SAME_KIND = ("op", "k", "stride", "padding", "bias", "act", "dtype", "layout", "act2", "expansion")
+_BLOCK_DEFAULTS = {"act2": "none", "expansion": 1}    # rows of databases from before fused blocks
 
 
 class _KernelArgs(ctypes.Structure):
@@ -168,7 +170,7 @@ def choose(problem: Problem, store: Store | None, gpu: dict):
 
 
 def _field(row, name):
-    return bool(row[name]) if name == "bias" else row[name]
+    return bool(row[name]) if name == "bias" else row.get(name, _BLOCK_DEFAULTS.get(name))
 
 
 def lookup(problem: Problem | None = None, *, db=None, device: int | None = None, **fields) -> TunedKernel:
@@ -186,9 +188,17 @@ def lookup(problem: Problem | None = None, *, db=None, device: int | None = None
             store = Store(db, readonly=True)
         except FileNotFoundError:
             store = None
-        family, config, fallback = choose(problem, store, gpu)
-        kernel = TunedKernel(problem, family, config, gpu["arch"], fallback)
-        if fallback != "exact":
-            warnings.warn(f"autotune: {problem.key} is not tuned for {gpu['name']}; using {fallback}", stacklevel=2)
+        plan = plans.choose_plan(problem, store, gpu)
+        if plan.depth < plan.max_depth:           # the block runs as separate kernels
+            kernel = plans.BlockKernel(problem, [_tuned(s, store, gpu) for s in plan.stages], plan)
+        else:
+            kernel = _tuned(problem, store, gpu)
         _CACHE[key] = kernel
         return kernel
+
+
+def _tuned(problem: Problem, store, gpu) -> TunedKernel:
+    family, config, fallback = choose(problem, store, gpu)
+    if fallback != "exact":
+        warnings.warn(f"autotune: {problem.key} is not tuned for {gpu['name']}; using {fallback}", stacklevel=3)
+    return TunedKernel(problem, family, config, gpu["arch"], fallback)

@@ -180,8 +180,9 @@ class Store:
     def best_rows(self, gpu: str | None = None) -> list[dict]:
         """Best variants joined with their problems, for lookup's fallbacks and reports."""
         where, args = ("where b.gpu = ?", [gpu]) if gpu else ("", [])
+        block_fields = "".join(f", p.{c}" for c in ("act2", "expansion") if c in self.db["problems"].columns_dict)
         sql = f"""select b.*, p.op, p.N, p.C, p.H, p.W, p.C_out, p.k, p.stride, p.padding, p.bias,
-                         p.act, p.dtype, p.layout, g.compute_capability
+                         p.act, p.dtype, p.layout{block_fields}, g.compute_capability
                   from best b join problems p on p.key = b.problem join gpus g on g.id = b.gpu {where}"""
         return [dict(r, config=json.loads(r["config"])) for r in self.db.query(sql, args)]
 
