@@ -294,13 +294,14 @@ class PluginVariant:   # one exported variant, as both plugin exporters' templat
 
 
 def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
-    """Every variant to export, launch geometry and arguments still symbolic: for every tuned problem
-    with bias (onnx_fuse always emits one), the variants select_variants ranks."""
+    """Every variant to export, launch geometry and arguments still symbolic: for every tuned dw or
+    pw problem with bias (onnx_fuse always emits one), the variants select_variants ranks. Fused
+    blocks (dwpw, ir) have no plugin yet and are left out."""
     from .. import codegen
     out = []
     for g in gpus:
         for row in sorted(store.best_rows(g["id"]), key=lambda r: r["problem"]):
-            if not row["bias"]:
+            if not row["bias"] or row["op"] not in ("dw", "pw"):
                 continue
             problem = store.problem(row["problem"])
             for v in select_variants(store, g["id"], problem):
