@@ -23,7 +23,7 @@ def torch_available() -> bool:
         return False
 
 
-def _torch_graph_time(torch, run_set, n_sets: int) -> float:
+def torch_graph_time(torch, run_set, n_sets: int) -> float:
     per_graph = max(n_sets, GRAPH_LAUNCHES // n_sets * n_sets)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -48,6 +48,52 @@ def _torch_graph_time(torch, run_set, n_sets: int) -> float:
     return float(np.median(times))
 
 
+def torch_block(problem: Problem):
+    """f(x, stage_weights, b_flat): the problem computed by PyTorch the way an eager model does -
+    each stage's conv (cuDNN), its bias and activation, then the residual add. epilogue=False leaves
+    out bias, activation and residual (the bare convolutions)."""
+    import torch.nn.functional as F
+    acts = {"none": lambda t: t, "relu": F.relu, "relu6": F.relu6}
+    stages = problem.stages()
+    b_sizes = [s[0] for s in problem.bias_parts] if problem.bias else [0] * len(stages)
+
+    def run(x, stage_weights, b, epilogue: bool = True):
+        t, bo = x, 0
+        for stage, weight, bn in zip(stages, stage_weights, b_sizes):
+            bias = b[bo:bo + bn] if epilogue and problem.bias else None
+            t = F.conv2d(t, weight, bias, stage.stride, stage.padding, 1, stage.C if stage.op == "dw" else 1)
+            if epilogue:
+                t = acts[stage.act](t)
+            bo += bn
+        return t + x if epilogue and problem.residual else t
+    return run
+
+
+def torch_sets(problem: Problem, n_sets: int | None = None) -> list:
+    """Rotating (x, stage weights, flat weights, flat bias) sets as torch tensors on the GPU, in the
+    problem's layout (NHWC as channels_last, weights too, as in a channels_last model), weights
+    scaled by their fan-in so fp16 stays in range. The flat weights (our kernels' argument) hold the
+    same values as the stage weights."""
+    import torch
+    p = problem
+    dt = getattr(torch, p.dtype)
+    fmt = torch.channels_last if p.layout == "nhwc" else torch.contiguous_format
+    n_sets = n_sets or max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(p.min_bytes(), 1))))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, device="cuda", dtype=dt, generator=gen) * 2 - 1
+
+    sets = []
+    for _ in range(n_sets):
+        stage_w = [(rand(*shape) / math.sqrt(s.k * s.k if s.op == "dw" else s.C)).contiguous(memory_format=fmt)
+                   for s, shape in zip(p.stages(), p.weight_parts)]
+        flat_w = torch.cat([w.contiguous().reshape(-1) for w in stage_w])
+        bias = rand(p.bias_shape[0] if p.bias else p.C_out)
+        sets.append((rand(p.N, p.C, p.H, p.W).contiguous(memory_format=fmt), stage_w, flat_w, bias))
+    return sets
+
+
 def torch_times(problem: Problem) -> dict:
     """{'cudnn': conv + bias + activation as PyTorch runs them (like with like; a fused block: its
         stages one after another, and the residual add),
@@ -57,39 +103,15 @@ def torch_times(problem: Problem) -> dict:
     if not torch_available():
         return {}
     import torch
-    import torch.nn.functional as F
-    p = problem
-    dt = getattr(torch, p.dtype)
-    fmt = torch.channels_last if p.layout == "nhwc" else torch.contiguous_format
-    n_sets = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(p.min_bytes(), 1))))
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    acts = {"none": lambda t: t, "relu": F.relu, "relu6": F.relu6}
-
-    def rand(*shape):
-        return torch.rand(*shape, device="cuda", dtype=dt, generator=gen) * 2 - 1
-
-    stages = p.stages()
-    # per set: the input, then (weight, bias) per stage; weights scaled so fp16 stays in range
-    sets = [(rand(p.N, p.C, p.H, p.W).contiguous(memory_format=fmt),
-             [((rand(*w) / math.sqrt(s.k * s.k if s.op == "dw" else s.C)).contiguous(memory_format=fmt),
-               rand(s.C_out)) for s, w in zip(stages, p.weight_parts)]) for _ in range(n_sets)]
-
-    def run(i, epilogue: bool):
-        x, params = sets[i]
-        t = x
-        for s, (w, b) in zip(stages, params):
-            t = F.conv2d(t, w, b if epilogue and p.bias else None, s.stride, s.padding, 1,
-                         s.C if s.op == "dw" else 1)
-            if epilogue:
-                t = acts[s.act](t)
-        return t + x if epilogue and p.residual else t
-
+    sets = torch_sets(problem)
+    run = torch_block(problem)
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False        # our fp32 is exact fp32: compare like with like
     try:
         with torch.no_grad():
-            full = _torch_graph_time(torch, lambda i: run(i, True), n_sets)
-            bare = _torch_graph_time(torch, lambda i: run(i, False), n_sets)
+            full = torch_graph_time(torch, lambda i: run(sets[i][0], sets[i][1], sets[i][3]), len(sets))
+            bare = torch_graph_time(torch, lambda i: run(sets[i][0], sets[i][1], sets[i][3], epilogue=False),
+                                    len(sets))
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     return {"cudnn": full, "cudnn_conv": bare,

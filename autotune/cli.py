@@ -88,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--no-cpp", action="store_true",
                     help="do not also write OUT/cpp/ (C++ IPluginV3 plugin library source, kernel header, "
                          "CMakeLists.txt for trtexec --dynamicPlugins)")
+
+    be = sub.add_parser("bench", help="our kernels vs PyTorch eager vs torch.compile vs the memory floor, per layer, "
+                                      "per block and for the whole model, in one run (table, JSON and PNG)")
+    be.add_argument("--gpu", type=int, default=0, help="CUDA device index")
+    be.add_argument("--model", default="mobilenet_v2", choices=sorted(MODELS))
+    be.add_argument("--ops", type=_csv(str, OPS), default=["dw", "pw", "ir"], help="dw,pw,ir")
+    be.add_argument("--batch", type=_positive, default=16)
+    be.add_argument("--dtype", choices=DTYPES, default="float16")
+    be.add_argument("--layout", choices=LAYOUTS, default="nhwc")
+    be.add_argument("--db", default=None, help="database path (default $AUTOTUNE_DB or tuned_db/autotune.db)")
+    be.add_argument("--no-compile", action="store_true", help="skip torch.compile of the whole model")
+    be.add_argument("--compile-layers", action="store_true",
+                    help="also torch.compile every layer and block (minutes of compiling)")
+    be.add_argument("--no-model", action="store_true", help="skip the whole-model figures")
+    be.add_argument("--out", default="results", help="directory for the table, JSON and PNG (default results/)")
     return parser
 
 
@@ -293,11 +308,38 @@ def cmd_export_trt(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    reason = _gpu_missing(args.gpu)
+    if reason:
+        raise CommandError(f"no usable GPU {args.gpu}: {reason} (bench measures on a GPU)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CommandError("bench compares against PyTorch: install torch (and torchvision for --model figures)")
+    from pathlib import Path
+    from .bench import HEADER, format_table, run_bench, save
+    import cupy
+    cupy.cuda.Device(args.gpu).use()
+    import torch
+    torch.cuda.set_device(args.gpu)
+    print(HEADER, file=sys.stderr)
+    result = run_bench(args.model, args.batch, args.dtype, args.layout, ops=args.ops, db=args.db,
+                       compile_=not args.no_compile, compile_layers=args.compile_layers,
+                       whole_model=not args.no_model,
+                       progress=lambda line: print(line, file=sys.stderr))
+    print(format_table(result))
+    gpu = result["gpu"].replace("NVIDIA ", "").split()[0].lower()
+    stem = f"{time.strftime('%Y-%m-%d')}-{gpu}-bench-{args.model}-b{args.batch}-{args.dtype}-{args.layout}"
+    for path in save(result, Path(args.out), stem):
+        print(f"written: {path}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"sweep": cmd_sweep, "show": cmd_show, "onnx-fuse": cmd_onnx_fuse,
-                "export-trt": cmd_export_trt}[args.command](args)
+                "export-trt": cmd_export_trt, "bench": cmd_bench}[args.command](args)
     except CommandError as exc:
         print(f"autotune {args.command}: {exc}", file=sys.stderr)
         return exc.code
