@@ -24,6 +24,7 @@ def _worst(out, ref, rtol):
 def test_mobilenet_v2_matches(tmp_path, dtype, layout):
     torchvision = pytest.importorskip("torchvision")
     import autotune.torch as at
+    torch.backends.cudnn.allow_tf32 = False      # the fp32 reference must be fp32, as our kernels are
     torch.manual_seed(0)
     net = torchvision.models.mobilenet_v2().eval()
     _randomize_batchnorm(net)
@@ -35,7 +36,7 @@ def test_mobilenet_v2_matches(tmp_path, dtype, layout):
             out, ref = fast(x), net(x)
     assert fast.autotune_blocks == 17 and sum(isinstance(m, at.TunedBlock) for m in fast.modules()) == 17
     assert not hasattr(net, "autotune_blocks")            # the original is untouched
-    rtol = 8 * 2e-3 if dtype == torch.float16 else 1e-5
+    rtol = 8 * (2e-3 if dtype == torch.float16 else 1e-5)    # 8x a kernel's tolerance over ~50 layers
     assert _worst(out, ref, rtol) <= 1.0
 
 
