@@ -154,7 +154,7 @@ def _block(stages, residual: bool):
 
 
 def _replace_blocks(module: nn.Module, db) -> int:
-    replaced = 0
+    replaced = _replace_chains(module, db) if isinstance(module, nn.Sequential) else 0
     for name, child in list(module.named_children()):
         if isinstance(child, TunedBlock):
             continue
@@ -165,9 +165,7 @@ def _replace_blocks(module: nn.Module, db) -> int:
                 setattr(module, name, TunedBlock(*found, original=child, db=db))
                 replaced += 1
                 continue
-        if isinstance(child, nn.Sequential):
-            replaced += _replace_chains(child, db)
-        replaced += _replace_blocks(getattr(module, name), db)
+        replaced += _replace_blocks(child, db)
     return replaced
 
 

@@ -26,6 +26,13 @@ def copy_width(problem) -> int:
     return next(v for v in (16 // problem.itemsize, 4, 2, 1) if problem.C % v == 0 and v * problem.itemsize <= 16)
 
 
+def weight_copy_width(problem, tensor_cores: bool) -> int:
+    """Elements per asynchronous copy of a chunk's weights (tensor cores, fp16): 8 (16 bytes) when
+    every weight row and every stage's offset in the flat weights is a whole number of them; 1 means
+    no double buffering."""
+    return 8 if tensor_cores and problem.hidden % 8 == 0 and problem.C % 8 == 0 else 1
+
+
 class _FusedBlock:
     template = "fused_block.cu.j2"
     entry = "fused_block"
@@ -59,8 +66,10 @@ class _FusedBlock:
         in_rows = _round_up(in_pix, 16)
         expand = problem.op == "ir" and problem.expansion > 1
         x_ld = _round_up(problem.C, 16) + row_pad
-        tiles = [in_rows * (kc + row_pad), th * tw * (kc + op_pad), bn * (kc + op_pad)]
-        tiles += [in_rows * x_ld, kc * x_ld] if expand else [1, 1]
+        bufs = 2 if weight_copy_width(problem, self.tensor_cores) > 1 else 1
+        tiles = [in_rows * (kc + row_pad)] * (1 if expand else bufs) + [th * tw * (kc + op_pad)]
+        tiles += [bn * (kc + op_pad)] * bufs
+        tiles += [in_rows * x_ld] + [kc * x_ld] * bufs if expand else [1] * (1 + bufs)
         # each tile starts 16-byte aligned (struct Smem in the template)
         return sum(_round_up(n * item, 16) for n in tiles) + _round_up(4 * kc * k * k, 16)
 
@@ -113,6 +122,7 @@ class _FusedBlock:
         return {"TILE_H": th, "TILE_W": tw, "KC": config["kc"], "BLOCK_N": config["block_n"],
                 "CIN_PAD": _round_up(problem.C, 16), "VEC": copy_width(problem),
                 "EXPANSION": problem.expansion, "RESIDUAL": problem.residual,
+                "WEIGHT_VEC": weight_copy_width(problem, self.tensor_cores),
                 "TENSOR_CORES": self.tensor_cores}
 
     def launch(self, problem, config) -> Launch:
