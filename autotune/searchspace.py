@@ -31,14 +31,18 @@ def valid_configs(family, problem: Problem) -> list[dict]:
     return [dict(c) for c in _VALID_CACHE[key]]
 
 
-def invalid_reason(family, problem: Problem, config: dict) -> str | None:
-    space = family.space(problem)
+def space_violation(space: dict, config: dict) -> str | None:
+    """Why `config` is not a point of `space` (other parameters, or a value it does not offer), or None."""
     if set(config) != set(space):
         return f"parameters {sorted(config)} do not match {sorted(space)}"
     for name, value in config.items():
         if value not in space[name]:
             return f"{name}={value!r} is not among {space[name]}"
-    return family.check(problem, config)
+    return None
+
+
+def invalid_reason(family, problem: Problem, config: dict) -> str | None:
+    return space_violation(family.space(problem), config) or family.check(problem, config)
 
 
 def nearest_valid(family, problem: Problem, config: dict, exclude=()) -> dict | None:

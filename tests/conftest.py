@@ -27,3 +27,10 @@ def _private_kernel_cache(tmp_path_factory, monkeypatch):
     """Tests compile into a cache of their own, shared across one session."""
     monkeypatch.setenv("AUTOTUNE_CACHE_DIR", os.environ.get("AUTOTUNE_TEST_CACHE")
                        or str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+@pytest.fixture(scope="module")
+def arch():
+    """The arch of the GPU the gpu-marked tests run on, e.g. sm_90."""
+    from autotune.device import gpu_arch
+    return gpu_arch()

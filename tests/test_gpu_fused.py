@@ -25,12 +25,6 @@ AWKWARD = [
 ]
 
 
-@pytest.fixture(scope="module")
-def arch():
-    from autotune.device import gpu_arch
-    return gpu_arch()
-
-
 def _cases():
     for spec in AWKWARD:
         for dtype in ("float32", "float16"):

@@ -53,6 +53,20 @@ def ceil_div(a, b):
     return (a + b - 1) // b
 
 
+def resource_violation(threads: int, shared_bytes: int, registers: int, min_threads: int = 1) -> str | None:
+    """Why a block of this size cannot launch on any arch we target, or None. Registers are
+    allocated 8 per thread at a time."""
+    if not min_threads <= threads <= MAX_THREADS_PER_BLOCK:
+        return f"{threads} threads per block (need {min_threads}..{MAX_THREADS_PER_BLOCK})"
+    if shared_bytes > MAX_SHARED_BYTES:
+        return f"{shared_bytes} bytes of shared memory > {MAX_SHARED_BYTES}"
+    if registers > MAX_REGISTERS_PER_THREAD:
+        return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
+    if ceil_div(registers, 8) * 8 * threads > REGISTERS_PER_SM:
+        return f"~{registers} registers x {threads} threads > {REGISTERS_PER_SM} per SM (block cannot launch)"
+    return None
+
+
 def scalar_args(problem, ldx=None, ldy=None) -> tuple:
     """The int32 arguments after the four pointers, in kernel-signature order."""
     p = problem

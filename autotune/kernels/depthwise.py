@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK, REGISTERS_PER_SM,
-               Launch, ceil_div)
+from . import Launch, ceil_div, resource_violation
 
 _REGISTER_OVERHEAD = 32   # indices, pointers, loop state: what ptxas adds on top of the arrays
 _MAX_WEIGHT_REGISTERS = 72  # NHWC: K*K*VEC weights kept in registers up to this many
@@ -37,16 +36,6 @@ def _rows_in_flight(rows: int) -> int:
     """Input rows whose registers are live at once: with the row loop unrolled ptxas hoists loads
     of later rows ahead of the arithmetic, about half of them (fitted to ptxas's reports on sm_90)."""
     return min(rows, 2 + rows // 2)
-
-
-def _check_threads_and_registers(threads: int, registers: int) -> str | None:
-    if threads > MAX_THREADS_PER_BLOCK:
-        return f"{threads} threads per block > {MAX_THREADS_PER_BLOCK}"
-    if registers > MAX_REGISTERS_PER_THREAD:
-        return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
-    if registers * threads > REGISTERS_PER_SM:
-        return f"~{registers} registers x {threads} threads > {REGISTERS_PER_SM} per SM"
-    return None
 
 
 def _check_tile(problem, cfg, min_tile_w: int) -> str | None:
@@ -146,9 +135,7 @@ class DepthwiseFamily:
             shared = cpb * in_h * staged_w * item if cfg["stage_input"] else 0
             arrays = cfg["out_h"] * cfg["out_w"] + _rows_in_flight(rows) * win_w + k * k
         registers = arrays + _REGISTER_OVERHEAD
-        if shared > MAX_SHARED_BYTES:
-            return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
-        return _check_threads_and_registers(threads, registers)
+        return resource_violation(threads, shared, registers)
 
     @staticmethod
     def _weights_in_registers(problem, cfg) -> bool:
@@ -228,10 +215,8 @@ class TensorCoreDepthwise:
         k, s = problem.k, problem.stride
         in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
         shared = (in_h * in_w * self._pixel_stride(cfg) + cfg["tile_h"] * cfg["tile_w"] * (cfg["ch_per_block"] + 8)) * 2
-        if shared > MAX_SHARED_BYTES:
-            return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
         k_steps = (k * k + 1) // 2
-        return _check_threads_and_registers(32 * cfg["warps"], 2 * k_steps + _REGISTER_OVERHEAD + 24)
+        return resource_violation(32 * cfg["warps"], shared, 2 * k_steps + _REGISTER_OVERHEAD + 24)
 
     def default_config(self, problem) -> dict:
         return {"tile_h": 1, "tile_w": 16, "ch_per_block": 8, "warps": 1}   # one warp, 16 pixels x 8 channels

@@ -8,7 +8,8 @@ avoids that and costs registers.
 """
 from __future__ import annotations
 
-from . import MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK, REGISTERS_PER_SM, Launch, ceil_div
+from ..searchspace import space_violation
+from . import MAX_SHARED_BYTES, Launch, ceil_div, resource_violation
 
 _TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
 _REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's temporaries
@@ -80,13 +81,7 @@ class _FusedBlock:
     def _check_space(self, problem, config) -> str | None:
         if not self.applies(problem):
             return f"{self.name} runs fused blocks (dwpw, ir)" + (" in float16" if self.tensor_cores else "")
-        space = self.space(problem)
-        if set(config) != set(space):
-            return f"parameters {sorted(config)} do not match {sorted(space)}"
-        for name, value in config.items():
-            if value not in space[name]:
-                return f"{name}={value!r} is not among {space[name]}"
-        return None
+        return space_violation(self.space(problem), config)
 
     def _check_common(self, problem, config) -> str | None:
         th, tw = self.tile(config)
@@ -98,18 +93,8 @@ class _FusedBlock:
             return f"kc={config['kc']} beyond the {problem.hidden} hidden channels (pruned)"
         if config["kc"] % copy_width(problem):
             return "kc must be whole copies"
-        threads = self.threads(problem, config)
-        if threads > MAX_THREADS_PER_BLOCK or threads < 32:
-            return f"{threads} threads per block (need 32..{MAX_THREADS_PER_BLOCK})"
-        shared = self.shared_bytes(problem, config)
-        if shared > MAX_SHARED_BYTES:
-            return f"{shared} bytes of shared memory > {MAX_SHARED_BYTES}"
-        registers = self.registers(problem, config)
-        if registers > MAX_REGISTERS_PER_THREAD:
-            return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
-        if registers * threads > REGISTERS_PER_SM:
-            return f"~{registers} registers x {threads} threads > {REGISTERS_PER_SM} per SM"
-        return None
+        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
+                                  self.registers(problem, config), min_threads=32)
 
     def default_config(self, problem) -> dict:
         for config in self._default_candidates(problem):

@@ -15,8 +15,7 @@ check() accepts any valid width. Widths valid for C stay valid for strides padde
 """
 from __future__ import annotations
 
-from . import (MAX_REGISTERS_PER_THREAD, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK, REGISTERS_PER_SM, Launch,
-               ceil_div)
+from . import Launch, ceil_div, resource_violation
 
 VECTOR_BYTES = 16
 VEC_PARAMS = ("vec_x", "vec_w", "vec_y")
@@ -99,18 +98,8 @@ class _Pointwise:
         return None
 
     def _check_resources(self, problem, config):
-        threads = self.threads(config)
-        if not 32 <= threads <= MAX_THREADS_PER_BLOCK:
-            return f"{threads} threads per block (need 32..{MAX_THREADS_PER_BLOCK})"
-        smem = self.shared_bytes(problem, config)
-        if smem > MAX_SHARED_BYTES:
-            return f"{smem} bytes of shared memory > {MAX_SHARED_BYTES}"
-        regs = self.registers(problem, config)
-        if regs > MAX_REGISTERS_PER_THREAD:
-            return f"~{regs} registers per thread > {MAX_REGISTERS_PER_THREAD}"
-        if _round_up(regs, 8) * threads > REGISTERS_PER_SM:   # registers are allocated 8 per thread at a time
-            return f"~{regs} registers x {threads} threads > {REGISTERS_PER_SM} (block cannot launch)"
-        return None
+        return resource_violation(self.threads(config), self.shared_bytes(problem, config),
+                                  self.registers(problem, config), min_threads=32)
 
     def _check_pruning(self, problem, config, k_step):
         """Tiles far beyond the problem are valid but only waste the tuner's time."""
