@@ -189,8 +189,8 @@ def lookup(problem: Problem | None = None, *, db=None, device: int | None = None
         except FileNotFoundError:
             store = None
         plan = plans.choose_plan(problem, store, gpu)
-        if plan.depth < plan.max_depth:           # the block runs as separate kernels
-            kernel = plans.BlockKernel(problem, [_tuned(s, store, gpu) for s in plan.stages], plan)
+        if len(plan.steps) > 1:           # the block runs as several kernels
+            kernel = plans.BlockKernel(problem, [_tuned(s.problem, store, gpu) for s in plan.steps], plan)
         else:
             kernel = _tuned(problem, store, gpu)
         _CACHE[key] = kernel

@@ -1,11 +1,12 @@
-"""Fusion depth of a block: one fused kernel (depth = number of stages), or each stage in its own
-kernel (depth 1), chosen per block and GPU from the verified times in the database.
+"""Fusion depth of a block, chosen per block and GPU from the verified times in the database.
 
-A depth-1 plan costs the sum of its stages' best times, plus, for an inverted residual, an add
-that reads two tensors and writes one at the GPU's copy bandwidth. Times of the stages come from
-their own tuning (each stage is a dw or pw problem of its own), so a block is planned once its
-stages and the block itself are tuned; with neither tuned it runs fused where a fused kernel
-applies.
+An inverted residual can run as one fused kernel (depth 3), as its expand followed by a fused
+depthwise + project kernel (depth 2: the dwpw problem of its second half), or as each stage in its own
+kernel (depth 1); a dwpw block fused (depth 2) or stage by stage (depth 1). A plan of several kernels
+costs the sum of its kernels' best times, plus, for an inverted residual, an add that reads two
+tensors and writes one at the GPU's copy bandwidth. Each kernel's time comes from its own tuning
+(the stages and the dwpw halves are problems of their own in a model sweep), so the kernels are not
+timed back to back. With nothing measured, a block runs fused where a fused kernel applies.
 """
 from __future__ import annotations
 
@@ -17,62 +18,84 @@ from .store import gpu_id
 
 
 @dataclass(frozen=True)
+class Step:
+    problem: Problem     # what this kernel computes
+    parts: tuple         # (first, end): the block's weight (and bias) parts it takes
+
+
+@dataclass(frozen=True)
 class Plan:
-    depth: int              # kernels' worth of fusion: 1 = every stage alone, max_depth = one kernel
-    max_depth: int
-    stages: tuple           # the Problems run one after another (the block itself when fused)
+    depth: int              # stages fused per kernel at most: 1 = every stage alone
+    max_depth: int          # the block's stage count: one fused kernel
+    steps: tuple            # Steps, run one after another
     estimate_us: float | None
     reason: str
 
 
-def plan_times(problem: Problem, store, gpu: dict) -> dict:
-    """{'fused': us or None, 'unfused': us or None} on this GPU, from the database."""
+def candidate_plans(problem: Problem) -> list[tuple[int, tuple]]:
+    """[(depth, steps)] from the deepest fusion down; a single convolution is its own only plan."""
+    stages = problem.stages()
+    n = len(stages)
+    plans = [(n, (Step(problem, (0, n)),))]
+    if n == 1:
+        return plans
+    if problem.op == "ir" and n == 3:
+        half = problem.replace(op="dwpw", C=problem.hidden, expansion=1)
+        plans.append((2, (Step(stages[0], (0, 1)), Step(half, (1, 3)))))
+    plans.append((1, tuple(Step(s, (i, i + 1)) for i, s in enumerate(stages))))
+    return plans
+
+
+def plan_time(problem: Problem, steps, store, gpu: dict) -> float | None:
+    """The plan's time on this GPU from the database, None if a kernel of it is untimed or cannot run."""
+    if store is None:
+        return None
     gid = gpu_id(gpu)
-
-    def best(p):
-        row = store.best(gid, p.key) if store is not None else None
-        return row["time_us"] if row else None
-
-    fused = best(problem)
-    parts = [best(s) for s in problem.stages()]
-    unfused = None
-    if all(t is not None for t in parts):
-        unfused = sum(parts)
-        if problem.residual:
-            info = store.gpu(gid)
-            unfused += 3 * problem.N * problem.C_out * problem.H_out * problem.W_out * problem.itemsize \
-                / info["copy_bandwidth"] * 1e6
-    return {"fused": fused, "unfused": unfused}
+    total = 0.0
+    for step in steps:
+        row = store.best(gid, step.problem.key) if kernels.families_for(step.problem) else None
+        if row is None:
+            return None
+        total += row["time_us"]
+    if problem.residual and len(steps) > 1:
+        info = store.gpu(gid)
+        total += 3 * problem.N * problem.C_out * problem.H_out * problem.W_out * problem.itemsize \
+            / info["copy_bandwidth"] * 1e6
+    return total
 
 
 def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
-    stages = problem.stages()
-    depth = len(stages)
+    candidates = candidate_plans(problem)
+    max_depth = candidates[0][0]
     if problem.op not in FUSED_OPS:
-        return Plan(1, 1, (problem,), None, "a single convolution")
-    fusable = bool(kernels.families_for(problem))
-    times = plan_times(problem, store, gpu)
-    fused, unfused = times["fused"], times["unfused"]
-    if fusable and fused is not None and (unfused is None or fused <= unfused):
-        return Plan(depth, depth, (problem,), fused,
-                    f"fused {fused:.1f} us" + (f" vs {unfused:.1f} us unfused" if unfused else ""))
-    if unfused is not None:
-        return Plan(1, depth, tuple(stages), unfused,
-                    f"unfused {unfused:.1f} us" + (f" vs {fused:.1f} us fused" if fused else ""))
-    if fusable:
-        return Plan(depth, depth, (problem,), None, "nothing measured: fused")
-    return Plan(1, depth, tuple(stages), None, "no fused kernel fits this block: unfused")
+        return Plan(1, 1, candidates[0][1], None, "a single convolution")
+    timed = [(plan_time(problem, steps, store, gpu), depth, steps) for depth, steps in candidates]
+    timed = [t for t in timed if t[0] is not None]
+    if timed:
+        best_us, depth, steps = min(timed, key=lambda t: (t[0], -t[1]))
+        others = ", ".join(f"depth {d}: {t:.1f} us" for t, d, _ in timed if d != depth)
+        return Plan(depth, max_depth, steps, best_us, f"depth {depth}: {best_us:.1f} us" + (f" ({others})" if others else ""))
+    for depth, steps in candidates:        # nothing measured: the deepest plan whose kernels all exist
+        if all(kernels.families_for(s.problem) for s in steps):
+            return Plan(depth, max_depth, steps, None, f"nothing measured: depth {depth}")
+    raise AssertionError(f"no plan runs {problem.key}")      # depth 1 always can
 
 
 class BlockKernel:
-    """A block run stage by stage (depth 1): each stage's tuned kernel on the caller's stream, the
-    intermediates in fresh buffers, the flat weights and biases cut into the stages' views."""
+    """A block run as several kernels (depth below its stage count): each step's tuned kernel on the
+    caller's stream, the intermediates in fresh buffers, the flat weights and biases cut into the
+    steps' views, then the residual add."""
 
-    def __init__(self, problem: Problem, stage_kernels: list, plan: Plan):
-        self.problem, self.kernels, self.plan = problem, stage_kernels, plan
-        self.fallback = "; ".join(k.fallback for k in stage_kernels)
-        self._w_slices = _slices(problem.weight_parts)
-        self._b_slices = _slices(problem.bias_parts) if problem.bias else [None] * len(stage_kernels)
+    def __init__(self, problem: Problem, step_kernels: list, plan: Plan):
+        self.problem, self.kernels, self.plan = problem, step_kernels, plan
+        self.fallback = "; ".join(k.fallback for k in step_kernels)
+        w_ends = _offsets([_size(s) for s in problem.weight_parts])
+        b_ends = _offsets([s[0] for s in problem.bias_parts]) if problem.bias else None
+        self._views = []
+        for step in plan.steps:
+            first, end = step.parts
+            bias = (b_ends[first], b_ends[end]) if b_ends else None
+            self._views.append(((w_ends[first], w_ends[end]), step.problem.weight_shape, bias))
 
     def __repr__(self):
         return f"BlockKernel({self.problem.key!r}, {self.plan.reason}, {self.kernels})"
@@ -84,7 +107,7 @@ class BlockKernel:
         flat_b = bias.reshape(-1) if bias is not None else None
         t = x
         last = len(self.kernels) - 1
-        for i, (kernel, (w0, w1, shape), b) in enumerate(zip(self.kernels, self._w_slices, self._b_slices)):
+        for i, (kernel, ((w0, w1), shape, b)) in enumerate(zip(self.kernels, self._views)):
             sb = flat_b[b[0]:b[1]] if b is not None else None
             t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out if i == last else None)
         if self.problem.residual:
@@ -92,12 +115,16 @@ class BlockKernel:
         return t
 
 
-def _slices(shapes) -> list:
-    out, start = [], 0
-    for shape in shapes:
-        size = 1
-        for s in shape:
-            size *= s
-        out.append((start, start + size, shape))
-        start += size
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _offsets(sizes) -> list:
+    """[0, s0, s0 + s1, ...]: where each part starts, and the end."""
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
     return out

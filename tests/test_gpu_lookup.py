@@ -75,30 +75,30 @@ def test_torch_tensors_on_current_stream(tuned_db):
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
-def test_blocks_run_fused_or_stage_by_stage(tmp_path, layout):
-    """An inverted residual looked up as one fused kernel (nothing measured) and, once its stages
-    measure faster, as three kernels plus the residual add: both match the block's reference, on
-    CuPy arrays and torch tensors."""
+def test_blocks_run_at_every_fusion_depth(tmp_path, layout):
+    """An inverted residual looked up as one fused kernel (nothing measured), as expand + fused
+    dwpw, and as three kernels plus the residual add, as the measured times decide: every plan
+    matches the block's reference, on CuPy arrays and torch tensors."""
     import cupy
+    from autotune.kernels import families_for
     from autotune.lookup import TunedKernel, current_gpu
-    from autotune.plans import BlockKernel
+    from autotune.plans import BlockKernel, candidate_plans
     block = Problem("ir", 2, 16, 13, 11, C_out=16, k=3, expansion=6, act="relu6", dtype="float16", layout=layout)
     gpu = current_gpu()
-    store = Store(tmp_path / "b.db")
-    gid = store.add_gpu({**gpu, "sm_count": 1, "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 1e12})
     with pytest.warns(UserWarning, match="not tuned"):
         fused_kernel = autotune.lookup(block, db=tmp_path / "none.db")      # no database: fused default
     assert isinstance(fused_kernel, TunedKernel) and fused_kernel.family.name.startswith("fused_block")
     _check(fused_kernel, block, cupy.asarray)
-    from autotune.kernels import families_for
-    for stage in block.stages():
-        store.add_problem(stage)
-        family = families_for(stage)[0]
-        store.add_trial(gid, stage, family.name, family.default_config(stage), OK, time_us=0.001)
-    store.close()
-    staged = autotune.lookup(block, db=tmp_path / "b.db")
-    assert isinstance(staged, BlockKernel) and staged.plan.depth == 1
-    _check(staged, block, cupy.asarray)
-    torch = pytest.importorskip("torch")
-    to_torch = lambda a: torch.as_tensor(a, device="cuda") if a is not None else None
-    _check(staged, block, to_torch)
+    for depth in (2, 1):
+        store = Store(tmp_path / f"depth{depth}.db")
+        gid = store.add_gpu({**gpu, "sm_count": 1, "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 1e12})
+        for step in dict(candidate_plans(block))[depth]:
+            family = families_for(step.problem)[0]
+            store.add_problem(step.problem)
+            store.add_trial(gid, step.problem, family.name, family.default_config(step.problem), OK, time_us=0.001)
+        store.close()
+        staged = autotune.lookup(block, db=tmp_path / f"depth{depth}.db")
+        assert isinstance(staged, BlockKernel) and staged.plan.depth == depth
+        _check(staged, block, cupy.asarray)
+        torch = pytest.importorskip("torch")
+        _check(staged, block, lambda a: torch.as_tensor(a, device="cuda") if a is not None else None)
