@@ -12,12 +12,11 @@ nearest on another GPU of the same compute capability, then the family's safe de
 from __future__ import annotations
 
 import ctypes
-import math
 import threading
 import warnings
 
 from . import codegen, compiler, kernels, plans
-from .problem import Problem
+from .problem import Problem, shape_distance
 from .store import Store, gpu_id
 
 _CACHE: dict = {}
@@ -141,10 +140,6 @@ def current_gpu(device_id: int | None = None) -> dict:
             "arch": f"sm_{props['major']}{props['minor']}"}
 
 
-def _distance(row: dict, problem: Problem) -> float:
-    return sum(abs(math.log(row[f] / getattr(problem, f))) for f in ("N", "C", "H", "W", "C_out"))
-
-
 def choose(problem: Problem, store: Store | None, gpu: dict):
     """(family, config, fallback description) for this problem on this GPU."""
     families = {f.name: f for f in kernels.families_for(problem)}
@@ -161,7 +156,7 @@ def choose(problem: Problem, store: Store | None, gpu: dict):
         for label, keep in tiers:
             candidates = [r for r in rows if keep(r)]
             if candidates:
-                r = min(candidates, key=lambda r: (_distance(r, problem), r["time_us"]))
+                r = min(candidates, key=lambda r: (shape_distance(r, problem), r["time_us"]))
                 if label != "exact":
                     label = f"{label}: {r['problem']} on {r['gpu']}"
                 return families[r["family"]], r["config"], label

@@ -15,6 +15,7 @@ kernel keeps the one signature (x, w, bias, y, sizes).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 OPS = ("dw", "pw", "dwpw", "ir")
@@ -224,6 +225,13 @@ class Problem:
         if "k" in changes and "padding" not in changes:
             changes["padding"] = None
         return dataclasses.replace(self, **changes)
+
+
+def shape_distance(fields, problem: "Problem") -> float:
+    """How far another problem's sizes (a dict or Problem with N, C, H, W, C_out) are from
+    `problem`'s: the sum of absolute log ratios, so halving and doubling count alike."""
+    get = fields.get if isinstance(fields, dict) else lambda f: getattr(fields, f)
+    return sum(abs(math.log(get(f) / getattr(problem, f))) for f in ("N", "C", "H", "W", "C_out"))
 
 
 def _prod(shape) -> int:

@@ -16,8 +16,8 @@ import optuna
 
 from . import codegen, store as st
 from .compiler import CompileError
-from .problem import Problem
-from .searchspace import config_key, nearest_valid, valid_configs
+from .problem import Problem, shape_distance
+from .searchspace import config_key, invalid_reason, nearest_valid, valid_configs
 from .workers import WorkerLost
 
 PENALTY_US = 1e7          # objective told for configurations that cannot run: far worse than any
@@ -56,10 +56,31 @@ class TuneResult:
     best: dict | None = field(default=None)
 
 
+def transfer_seeds(store: st.Store, gpu: str, problem: Problem, families, limit: int = 3) -> list:
+    """[(family, config)]: the best configurations of the most similar other problems tuned on this
+    GPU (same op, kernel size, stride, dtype and layout; nearest sizes first) that are valid here.
+    TPE starts from what worked next door instead of rediscovering it within its budget."""
+    by_name = {f.name: f for f in families}
+    same = ("op", "k", "stride", "dtype", "layout")
+    rows = [r for r in store.best_rows(gpu) if r["problem"] != problem.key and r["family"] in by_name
+            and all(r[f] == getattr(problem, f) for f in same)]
+    seeds, keys = [], set()
+    for r in sorted(rows, key=lambda r: shape_distance(r, problem)):
+        fam, config = by_name[r["family"]], r["config"]
+        key = (fam.name, config_key(config))
+        if key not in keys and invalid_reason(fam, problem, config) is None:
+            seeds.append((fam, config))
+            keys.add(key)
+            if len(seeds) == limit:
+                break
+    return seeds
+
+
 def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compiler, arch: str,
-         trials: int, timeout_s: float | None = None, seed: int = 0, progress=None) -> TuneResult:
+         trials: int, timeout_s: float | None = None, seed: int = 0, progress=None, seeds=()) -> TuneResult:
     """Tune one problem until `trials` distinct configurations have been measured (counting those
-    measured in earlier runs), the valid space is exhausted, or `timeout_s` passes.
+    measured in earlier runs), the valid space is exhausted, or `timeout_s` passes. `seeds`
+    ([(family, config)], e.g. transfer_seeds) are measured first, after the default configuration.
 
     measure(family, config, binary) -> trial record dict (status, time_us, error, max_error);
     it may raise WorkerLost. compiler: a ParallelCompiler.
@@ -87,8 +108,9 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
     _refresh_best(result, store, gpu, problem)
 
     first = families[0]
-    if (first.name, config_key(first.default_config(problem))) not in seen:
-        study.enqueue_trial(_params(first, first.default_config(problem)))   # a safe start
+    for fam, config in [(first, first.default_config(problem)), *seeds]:   # a safe start, then the seeds
+        if (fam.name, config_key(config)) not in seen:
+            study.enqueue_trial(_params(fam, config))
 
     start = time.monotonic()
     idle_asks = 0

@@ -15,7 +15,7 @@ from . import kernels, store as st
 from .baselines import memory_floor_us
 from .compiler import ParallelCompiler, binary_summary
 from .problem import Problem
-from .strategy import TuneResult, problem_seed, tune
+from .strategy import TuneResult, problem_seed, transfer_seeds, tune
 from .workers import GpuWorker
 
 
@@ -70,7 +70,7 @@ class _GpuSession:
 
 def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, timeout_s: float | None = None,
               seed: int = 0, jobs: int = 3, compile_jobs: int | None = None, baselines: bool = True,
-              progress=None) -> list[Row]:
+              progress=None, passes: int = 2) -> list[Row]:
     lock = threading.Lock()
     local = threading.local()
     sessions = []
@@ -86,8 +86,11 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
     gpu = store.add_gpu(gpu_info)
     arch = gpu_info["arch"]
 
+    # Two passes: every problem first gets half its trials, then the rest, its study seeded with the
+    # best configurations that similar problems found in the first pass.
+    budgets = [trials // 2, trials] if passes > 1 and trials >= 8 else [trials]
     with ParallelCompiler(compile_jobs) as compiler:
-        def work(problem: Problem) -> TuneResult:
+        def work(problem: Problem, budget: int, final: bool) -> TuneResult:
             s = session()
             store.add_problem(problem)
             pseed = problem_seed(problem, seed)
@@ -99,17 +102,21 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
             store.add_baseline(gpu, problem, "memory_floor",
                                memory_floor_us(problem, gpu_info["copy_bandwidth"]),
                                f"{problem.min_bytes()} bytes at {gpu_info['copy_bandwidth'] / 1e9:.0f} GB/s")
+            families = kernels.families_for(problem)
             s.prepare(problem, pseed % 2**31)
-            result = tune(problem, kernels.families_for(problem), gpu, store, s.measure, compiler, arch,
-                          trials=trials, timeout_s=timeout_s, seed=seed,
+            result = tune(problem, families, gpu, store, s.measure, compiler, arch,
+                          trials=budget, timeout_s=timeout_s / len(budgets) if timeout_s else None, seed=seed,
+                          seeds=transfer_seeds(store, gpu, problem, families) if final and len(budgets) > 1 else (),
                           progress=(lambda r: progress("trial", r)) if progress else None)
-            if progress:
+            if progress and final:
                 progress("done", result)
             return result
 
         try:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-                results = list(pool.map(work, problems))
+                for i, budget in enumerate(budgets):
+                    final = i == len(budgets) - 1
+                    results = list(pool.map(lambda p: work(p, budget, final), problems))
         finally:
             for s in sessions:
                 s.worker.close()

@@ -99,3 +99,26 @@ def test_closed_database_is_one_file_and_opens_read_only(tmp_path):
     assert shipped.best(gid, PROBLEM.key)["time_us"] == 2.0
     with pytest.raises(Exception, match="readonly"):
         shipped.add_baseline(gid, PROBLEM, "cudnn", 1.0)
+
+
+def test_seeds_from_similar_problems_are_measured_first(tmp_path):
+    """transfer_seeds offers the best configurations of the nearest problems of the same kind (valid
+    here, nearest sizes first); tune measures them right after the default configuration."""
+    from autotune.strategy import transfer_seeds
+    store = Store(tmp_path / "s.db")
+    gid = store.add_gpu(GPU)
+    near, far = PROBLEM.replace(N=8), PROBLEM.replace(N=1, H=28, W=28)
+    other_kind = PROBLEM.replace(stride=2)
+    good = {"vec": 8, "ch_per_block": 32, "tile_h": 4, "tile_w": 8, "out_h": 2, "out_w": 1,
+            "adjacent_cols": False, "stage_input": True, "unroll_rows": True}
+    for problem, config in ((near, good), (far, dict(good, tile_h=2)), (other_kind, dict(good, tile_h=8))):
+        store.add_problem(problem)
+        store.add_trial(gid, problem, depthwise.NHWC.name, config, OK, time_us=1.0)
+    seeds = transfer_seeds(store, gid, PROBLEM, [depthwise.NHWC])
+    assert [c for _, c in seeds] == [good, dict(good, tile_h=2)]
+    store.add_problem(PROBLEM)
+    gpu = FakeGpu()
+    with ParallelCompiler(2) as compiler:
+        tune(PROBLEM, [depthwise.NHWC], gid, store, gpu, compiler, "sm_90", trials=6, seed=3, seeds=seeds)
+    assert gpu.calls[:3] == [config_key(c) for c in
+                             (depthwise.NHWC.default_config(PROBLEM), good, dict(good, tile_h=2))]
