@@ -122,3 +122,39 @@ def test_seeds_from_similar_problems_are_measured_first(tmp_path):
         tune(PROBLEM, [depthwise.NHWC], gid, store, gpu, compiler, "sm_90", trials=6, seed=3, seeds=seeds)
     assert gpu.calls[:3] == [config_key(c) for c in
                              (depthwise.NHWC.default_config(PROBLEM), good, dict(good, tile_h=2))]
+
+
+def test_two_pass_sweep_with_a_stand_in_gpu(tmp_path, monkeypatch):
+    """run_sweep end to end without a GPU: both passes run, every problem gets its trials, and the
+    second pass measures the other problem's best configuration (a transfer seed)."""
+    import types
+    from autotune import sweep
+
+    fake = FakeGpu()
+
+    class StandIn:
+        def __init__(self, device_id, lock):
+            self.worker = types.SimpleNamespace(close=lambda: None)
+
+        def gpu(self, kind, *args, **kw):
+            return dict(GPU) if kind == "describe" else {"cudnn": 50.0, "cudnn_conv": 40.0, "versions": "stand-in"}
+
+        def prepare(self, problem, seed):
+            pass
+
+        def measure(self, family, config, binary):
+            if family.name != depthwise.NHWC.name:        # the tensor-core family: slower, by fiat
+                return {"status": OK, "time_us": 30.0 + sum(config.values()) % 7, "error": None, "max_error": 0.1}
+            return fake(family, config, binary)
+
+    monkeypatch.setattr(sweep, "_GpuSession", StandIn)
+    store = Store(tmp_path / "w.db")
+    problems = [PROBLEM, PROBLEM.replace(N=8)]
+    rows = sweep.run_sweep(problems, store, trials=8, jobs=1, compile_jobs=2)
+    gid = store.gpus()[0]["id"]
+    assert [r.measured for r in rows] == [8, 8] and all(r.best_us for r in rows)
+    assert rows[0].cudnn_us == 50.0 and rows[0].peer_us == 40.0
+    best_first = store.best(gid, problems[0].key)["config"]
+    assert best_first != depthwise.NHWC.default_config(problems[1])      # so finding it below means a seed
+    measured = [t["config"] for t in store.trials(gid, problems[1].key) if t["status"] == OK]
+    assert measured[4] == best_first     # pass 1 measured 4; pass 2 starts with the seed
