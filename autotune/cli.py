@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--db", default=None,
                     help="fuse only shapes this tuning database covers (default: fuse every match)")
     of.add_argument("--gpu", default=None, help="with --db: the GPU's name as stored (needed when it holds several)")
+    of.add_argument("--blocks", action="store_true",
+                    help="also merge depthwise->1x1 chains and inverted residuals into dwpw_conv2d / ir_conv2d "
+                         "nodes (experimental: export-trt does not generate plugins for them yet)")
 
     et = sub.add_parser("export-trt", help="write a TensorRT Python plugin module (tensorrt.plugin, AOT) with the "
                                            "tuned kernels of a GPU, for models rewritten by onnx-fuse")
@@ -276,7 +279,7 @@ def cmd_onnx_fuse(args) -> int:
         return 2
     store = _open_database(args.db) if args.db is not None else None
     try:
-        fused, report = fuse_model(model, store=store, gpu=args.gpu)
+        fused, report = fuse_model(model, store=store, gpu=args.gpu, blocks=args.blocks)
     except FuseError as exc:
         print(f"autotune onnx-fuse: {exc}", file=sys.stderr)
         return 2

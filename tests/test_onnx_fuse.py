@@ -421,3 +421,100 @@ def test_fuse_file(tmp_path):
     assert len(report.fused) == 7 and len(onnx.load(dst).graph.node) == len(fuse_model(mobilenet_like())[0].graph.node)
     with pytest.raises(FileNotFoundError, match="no such file"):
         fuse_file(tmp_path / "nope.onnx", dst)
+
+
+# ---- (c) blocks ---------------------------------------------------------------------------------
+def _block_plugin_run(op, x, w, b, kernel, stride, padding, act, act2, C_out, expansion=1):
+    N, C, H, W = x.shape
+    act, act2 = (a.decode() if isinstance(a, bytes) else a for a in (act, act2))
+    problem = Problem(op, N, C, H, W, C_out=C_out, k=kernel, stride=stride, padding=padding, act=act, act2=act2,
+                      expansion=expansion, bias=True, dtype=x.dtype.name, layout="nchw")
+    assert w.shape == problem.weight_shape and b.shape == problem.bias_shape
+    return (reference(problem, x, w, b).astype(x.dtype),)
+
+
+class dwpw_conv2d(OpRun):  # noqa: N801
+    op_domain = "autotune"
+
+    def _run(self, x, w, b, kernel=None, stride=None, padding=None, act=None, act2=None, C_out=None,
+             layout=None, plugin_namespace=None, aot=None):
+        assert layout in ("nchw", b"nchw") and aot == 1
+        return _block_plugin_run("dwpw", x, w, b, kernel, stride, padding, act, act2, C_out)
+
+
+class ir_conv2d(OpRun):  # noqa: N801
+    op_domain = "autotune"
+
+    def _run(self, x, w, b, kernel=None, stride=None, padding=None, act=None, act2=None, C_out=None,
+             expansion=None, layout=None, plugin_namespace=None, aot=None):
+        assert layout in ("nchw", b"nchw") and aot == 1
+        return _block_plugin_run("ir", x, w, b, kernel, stride, padding, act, act2, C_out, expansion)
+
+
+def blocks_model(dtype="float32"):
+    """An inverted residual with its residual Add, one without (C_in != C_out), and a dw -> 1x1 pair."""
+    b = _Builder(dtype, seed=4)
+
+    def ir(prefix, x, c_in, c_out, stride):
+        t = b.clip6(f"{prefix}c1", b.bn(f"{prefix}b1", b.conv(f"{prefix}e", x, c_in, c_in * 4, 1), c_in * 4))
+        t = b.clip6(f"{prefix}c2", b.bn(f"{prefix}b2", b.conv(f"{prefix}d", t, c_in * 4, c_in * 4, 3,
+                                                              group=c_in * 4, stride=stride), c_in * 4))
+        return b.bn(f"{prefix}b3", b.conv(f"{prefix}p", t, c_in * 4, c_out, 1), c_out)
+
+    t = b.op("Add", "add1", [ir("a", "x", 16, 16, 1), "x"])
+    t = ir("b", t, 16, 24, 2)
+    t = b.op("Relu", "r1", [b.bn("bn_d", b.conv("dw", t, 24, 24, 3, group=24), 24)])
+    out = b.op("Relu", "r2", [b.conv("pw", t, 24, 8, 1, bias=True)])
+    et = TensorProto.FLOAT if dtype == "float32" else TensorProto.FLOAT16
+    graph = helper.make_graph(b.nodes, "blocks", [helper.make_tensor_value_info("x", et, X_SHAPE)],
+                              [helper.make_tensor_value_info(out, et, (1, 8, 4, 4))], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_blocks_merge_and_preserve_outputs(dtype):
+    model = blocks_model(dtype)
+    fused, report = fuse_model(model, blocks=True)
+    onnx.checker.check_model(fused)
+    plugins = [n for n in fused.graph.node if n.domain == "autotune"]
+    assert [n.op_type for n in plugins] == ["ir_conv2d", "ir_conv2d", "dwpw_conv2d"]
+    assert len(fused.graph.node) == 3                   # the Add went into the first block
+    first, second, pair = (attrs(n) for n in plugins)
+    assert first["expansion"] == 4 and first["C_out"] == 16 and first["act2"] == b"none"
+    assert second["stride"] == 2 and second["C_out"] == 24
+    assert pair["act"] == b"relu" and pair["act2"] == b"relu"
+    assert [f.op_type for f in report.fused] == ["ir_conv2d", "ir_conv2d", "dwpw_conv2d"]
+    assert "add1" in report.fused[0].nodes
+    # only the blocks' own weights remain
+    assert {t.name for t in fused.graph.initializer} == {i for n in plugins for i in n.input[1:]}
+    f = {"x": np.random.default_rng(2).uniform(-1, 1, X_SHAPE).astype(dtype)}
+    want = ReferenceEvaluator(model).run(None, f)[0]
+    got = ReferenceEvaluator(fused, new_ops=[ir_conv2d, dwpw_conv2d]).run(None, f)[0]
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol)
+
+
+def test_blocks_follow_the_tuned_plan(tmp_path):
+    """With a database, a block is merged only when its plan there is the one fused kernel."""
+    model = blocks_model()
+    store = Store(tmp_path / "b.db")
+    gid = store.add_gpu(GPU)
+    from autotune.plans import candidate_plans
+    _, report = fuse_model(model, blocks=True)
+    first = Problem("ir", 1, 16, 8, 8, C_out=16, k=3, expansion=4, act="relu6", dtype="float32", layout="nchw")
+    assert report.fused[0].problem_key == first.key
+    for depth, steps in candidate_plans(first):       # fused slow, stages fast: run it unfused
+        for step in steps:
+            family = kernels.families_for(step.problem)[0]
+            store.add_problem(step.problem)
+            store.add_trial(gid, step.problem, family.name, family.default_config(step.problem), OK,
+                            time_us=100.0 if depth == 3 else 1.0)
+    _, with_db = fuse_model(model, store=store, gpu=GPU["name"], blocks=True)
+    assert first.key not in [f.problem_key for f in with_db.fused]
+    assert any("inverted residual" in why and "separate kernels" in why for _, why in with_db.skipped)
+    # the plan there is depth 2 (its tuned times: expand 1 + dwpw 1 < three stages 3 < fused 100): the
+    # expand stays a pw plugin and the depthwise + project become a dwpw block
+    ops = {f.name: f.op_type for f in with_db.fused}
+    assert ops["ae"] == "pw_conv2d" and ops["ad"] == "dwpw_conv2d" and "ap" not in ops

@@ -24,6 +24,14 @@ layout="nchw" and, for pointwise, C_out. Everything else in the graph is left as
 With a tuning database (`store` and `gpu`), a candidate is fused only when `autotune.lookup.choose`
 finds its problem (shapes from ONNX shape inference) tuned on that GPU: the exact shape or the
 nearest tuned shape of the same kind. The report says what was fused and what was not, and why.
+
+With blocks=True (experimental: the TensorRT plugin exporters do not cover blocks yet), a second pass
+merges chains of those plugin nodes whose intermediate tensors have no other reader: pw -> dw -> pw
+[-> Add of the first pw's input] into "ir_conv2d" (an inverted residual; the Add is required exactly
+when the stride is 1 and C_in == C_out, as the op defines it) and dw -> pw into "dwpw_conv2d". Their
+weight and bias inputs are the stages' folded tensors flattened and concatenated in stage order;
+attributes add act2 (the last 1x1's activation), C_out and, for ir, expansion. With a database, a
+block is merged only when its tuned plan on that GPU is the single fused kernel.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ import numpy as np
 from ..problem import Problem, ProblemError
 
 DOMAIN = "autotune"
-OP_TYPES = {"dw": "dw_conv2d", "pw": "pw_conv2d"}
+OP_TYPES = {"dw": "dw_conv2d", "pw": "pw_conv2d", "dwpw": "dwpw_conv2d", "ir": "ir_conv2d"}
 _ONNX_DOMAINS = ("", "ai.onnx")
 
 
@@ -81,7 +89,7 @@ class FuseError(ValueError):
 
 
 # ---- entry points -------------------------------------------------------------------------------
-def fuse_file(in_path, out_path, db=None, gpu: str | None = None) -> FuseReport:
+def fuse_file(in_path, out_path, db=None, gpu: str | None = None, blocks: bool = False) -> FuseReport:
     """Load, fuse and save. `db`: a database path (then only tuned shapes are fused)."""
     onnx = require_onnx()
     if not os.path.exists(in_path):
@@ -91,7 +99,7 @@ def fuse_file(in_path, out_path, db=None, gpu: str | None = None) -> FuseReport:
     if db is not None:
         from ..store import Store
         store = Store(db, readonly=True)
-    fused, report = fuse_model(model, store=store, gpu=gpu)
+    fused, report = fuse_model(model, store=store, gpu=gpu, blocks=blocks)
     onnx.save(fused, str(out_path))
     return report
 
@@ -114,15 +122,16 @@ def resolve_gpu(store, gpu) -> dict:
     return matches[0]
 
 
-def fuse_model(model, store=None, gpu=None):
+def fuse_model(model, store=None, gpu=None, blocks: bool = False):
     """(fused copy of `model`, FuseReport). `store`: an autotune Store (optional); `gpu`: its GPU
-    (name, id or dict; may be omitted when the store holds one GPU)."""
+    (name, id or dict; may be omitted when the store holds one GPU); blocks: also merge dwpw and
+    inverted-residual chains (see the module's docstring)."""
     onnx = require_onnx()
     out = onnx.ModelProto()
     out.CopyFrom(model)
     gpu_info = resolve_gpu(store, gpu) if store is not None else None
     report = FuseReport()
-    _Fuser(onnx, out, store, gpu_info, report).run()
+    _Fuser(onnx, out, store, gpu_info, report, blocks).run()
     return out, report
 
 
@@ -138,10 +147,24 @@ class _Conv:
     dtype: str
 
 
+@dataclass
+class _Plugin:
+    """A replacement node of the first pass, with what the block pass needs to merge it."""
+    node: object
+    op: str
+    w: np.ndarray          # folded, float64
+    b: np.ndarray
+    act: str
+    conv: _Conv
+    problem: Problem | None
+    fused: FusedNode
+
+
 class _Fuser:
-    def __init__(self, onnx, model, store, gpu, report):
+    def __init__(self, onnx, model, store, gpu, report, blocks=False):
         self.onnx, self.model, self.graph = onnx, model, model.graph
-        self.store, self.gpu, self.report = store, gpu, report
+        self.store, self.gpu, self.report, self.blocks = store, gpu, report, blocks
+        self.plugins = {}       # output tensor -> _Plugin
         self.opset = next((o.version for o in model.opset_import if o.domain in _ONNX_DOMAINS),
                           onnx.defs.onnx_opset_version())
         g = self.graph
@@ -406,32 +429,132 @@ class _Fuser:
             absorbed.update(id(n) for n in chain[1:])
             for n in chain:
                 used_before.update(i for i in n.input[1:] if i)
-            self.report.fused.append(FusedNode(name, OP_TYPES[conv.op], [n.name for n in chain], act,
-                                               problem.key if problem else None, tier))
+            fused = FusedNode(name, OP_TYPES[conv.op], [n.name for n in chain], act,
+                              problem.key if problem else None, tier)
+            self.report.fused.append(fused)
+            self.plugins[tail] = _Plugin(replaced[id(node)], conv.op, w, b, act, conv, problem, fused)
         if not replaced:
             return
         new_nodes = [replaced.get(id(n), n) for n in nodes if id(n) not in absorbed]
+        if self.blocks:
+            new_nodes = self._merge_blocks(new_nodes, used_before)
         del g.node[:]
         g.node.extend(new_nodes)
         self._clean_up(used_before)
         if not any(o.domain == DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(self.onnx.helper.make_opsetid(DOMAIN, 1))
 
-    def _replacement(self, name, conv: _Conv, w, b, x_name, out_name, act):
+    def _weights(self, name, dtype, w, b):
+        """Initializers for a plugin's weight and bias (in the model's dtype); their names."""
         helper, numpy_helper = self.onnx.helper, self.onnx.numpy_helper
         w_name, b_name = self._unique(f"{name}.autotune_weight"), self._unique(f"{name}.autotune_bias")
-        dt = np.dtype(conv.dtype)
+        dt = np.dtype(dtype)
         for arr, arr_name in ((w, w_name), (b, b_name)):
             tensor = numpy_helper.from_array(np.ascontiguousarray(arr.astype(dt)), arr_name)
             self.graph.initializer.append(tensor)
             if self.model.ir_version < 4:        # initializers had to be graph inputs then
                 self.graph.input.append(helper.make_tensor_value_info(arr_name, tensor.data_type, arr.shape))
+        return w_name, b_name
+
+    def _replacement(self, name, conv: _Conv, w, b, x_name, out_name, act):
+        w_name, b_name = self._weights(name, conv.dtype, w, b)
         attrs = dict(plugin_namespace=DOMAIN, aot=1, kernel=conv.k, stride=conv.stride, padding=conv.padding,
                      act=act, layout="nchw")
         if conv.op == "pw":
             attrs["C_out"] = int(w.shape[0])
-        return helper.make_node(OP_TYPES[conv.op], [x_name, w_name, b_name], [out_name], name=name,
-                                domain=DOMAIN, **attrs)
+        return self.onnx.helper.make_node(OP_TYPES[conv.op], [x_name, w_name, b_name], [out_name], name=name,
+                                          domain=DOMAIN, **attrs)
+
+    # -- the block pass --------------------------------------------------------------------------
+    def _merge_blocks(self, nodes, used_before):
+        """Merge chains of first-pass plugin nodes into ir_conv2d / dwpw_conv2d nodes."""
+        readers = {}
+        for n in nodes:
+            for i in n.input:
+                readers.setdefault(i, []).append(n)
+
+        def only_reader(tensor):
+            users = readers.get(tensor, [])
+            return users[0] if len(users) == 1 and tensor not in self.other_refs else None
+
+        def plugin_after(p):
+            nxt = only_reader(p.node.output[0])
+            return self.plugins.get(nxt.output[0]) if nxt is not None and nxt.domain == DOMAIN else None
+
+        gone, merged = set(), {}
+        for p1 in [self.plugins[n.output[0]] for n in nodes if n.output[0] in self.plugins]:
+            if id(p1.node) in gone:
+                continue
+            chain, add = None, None
+            d = plugin_after(p1)
+            p2 = plugin_after(d) if d is not None and d.op == "dw" else None
+            if p1.op == "pw" and d is not None and d.op == "dw" and p2 is not None and p2.op == "pw":
+                chain = [p1, d, p2]
+                x = p1.node.input[0]
+                user = only_reader(p2.node.output[0])
+                if user is not None and user.op_type == "Add" and user.domain in _ONNX_DOMAINS \
+                        and sorted(user.input) == sorted([p2.node.output[0], x]):
+                    add = user
+            elif p1.op == "dw" and d is not None and d.op == "pw":
+                chain = [p1, d]
+            if chain is None:
+                continue
+            block = self._block(chain, add)
+            if isinstance(block, str):      # (an inverted residual's second half may still make a dwpw)
+                kind = "an inverted residual" if len(chain) == 3 else "a dwpw block"
+                self.report.skipped.append((chain[0].fused.name, f"not merged into {kind}: {block}"))
+                continue
+            node, fused = block
+            for p in chain:
+                gone.add(id(p.node))
+                self.report.fused.remove(p.fused)
+                used_before.update(p.node.input[1:])
+            if add is not None:
+                gone.add(id(add))
+            merged[id(chain[0].node)] = node
+            self.report.fused.append(fused)
+        return [merged.get(id(n), n) for n in nodes if id(n) not in gone or id(n) in merged]
+
+    def _block(self, chain, add):
+        """(node, FusedNode) for a dw->pw or pw->dw->pw(->Add) chain, or why it cannot be one block."""
+        first, last = chain[0], chain[-1]
+        dw = chain[-2]
+        if len(chain) == 3 and first.act != dw.act:
+            return f"expand activation {first.act} differs from the depthwise's {dw.act}"
+        x_shape = self.shapes.get(first.node.input[0])
+        if not x_shape or len(x_shape) != 4 or not all(x_shape):
+            return "shape unknown"
+        N, C, H, W = x_shape
+        hidden = dw.w.shape[0]
+        fields = dict(N=N, C=C, H=H, W=W, C_out=int(last.w.shape[0]), k=dw.conv.k, stride=dw.conv.stride,
+                      padding=dw.conv.padding, bias=True, act=dw.act, act2=last.act, dtype=dw.conv.dtype,
+                      layout="nchw")
+        if len(chain) == 3:
+            if hidden % C:
+                return f"{hidden} hidden channels are not a multiple of the {C} inputs"
+            problem = Problem("ir", expansion=hidden // C, **fields)
+            if problem.residual != (add is not None):
+                return "the residual Add is missing" if problem.residual else "an Add the op does not define"
+        else:
+            problem = Problem("dwpw", **fields)
+        if self.store is not None:
+            from ..plans import choose_plan
+            plan = choose_plan(problem, self.store, self.gpu)
+            if plan.depth != plan.max_depth:
+                return f"its tuned plan on {self.gpu['name']} runs it as separate kernels ({plan.reason})"
+        name = first.fused.name
+        w = np.concatenate([p.w.reshape(-1) for p in chain])
+        b = np.concatenate([p.b for p in chain])
+        w_name, b_name = self._weights(name, dw.conv.dtype, w, b)
+        attrs = dict(plugin_namespace=DOMAIN, aot=1, kernel=dw.conv.k, stride=dw.conv.stride,
+                     padding=dw.conv.padding, act=dw.act, act2=last.act, C_out=int(last.w.shape[0]), layout="nchw")
+        if problem.op == "ir":
+            attrs["expansion"] = problem.expansion
+        out = add.output[0] if add is not None else last.node.output[0]
+        node = self.onnx.helper.make_node(OP_TYPES[problem.op], [first.node.input[0], w_name, b_name], [out],
+                                          name=name, domain=DOMAIN, **attrs)
+        absorbed = [n for p in chain for n in p.fused.nodes] + ([self._label(add)] if add is not None else [])
+        return node, FusedNode(name, OP_TYPES[problem.op], absorbed, dw.act, problem.key)
 
     def _clean_up(self, candidates):
         """Drop initializers and Constant nodes only absorbed nodes read, and stale value_info."""
@@ -445,7 +568,7 @@ class _Fuser:
             keep = [n for n in g.node if all(n is not d for d in dead_consts)]
             del g.node[:]
             g.node.extend(keep)
-        dead = {name for name in candidates if name not in read and name in self.inits}
+        dead = {name for name in candidates if name not in read and name in {t.name for t in g.initializer}}
         keep_inits = [t for t in g.initializer if t.name not in dead]
         del g.initializer[:]
         g.initializer.extend(keep_inits)
