@@ -29,7 +29,11 @@ PROBLEMS = {
     "pw_hwc": Problem("pw", 1, 24, 8, 8, C_out=40, act="relu", dtype="float32", layout="nhwc"),
     "pw_linear": Problem("pw", 2, 16, 8, 8, C_out=32, act="none", dtype="float16", layout="nchw"),
     "pw_hwc8": Problem("pw", 1, 12, 8, 8, C_out=20, act="relu6", dtype="float16", layout="nhwc"),
+    "ir_hwc8": Problem("ir", 1, 12, 10, 9, C_out=12, k=3, expansion=4, act="relu6", dtype="float16", layout="nhwc"),
+    "dwpw_linear": Problem("dwpw", 2, 24, 9, 11, C_out=16, k=3, stride=2, act="relu", act2="relu",
+                           dtype="float32", layout="nchw"),
 }
+BLOCKS = ("dwpw", "ir")       # kernels compiled for their channel counts: C is static in these tests
 N_VALID = 4           # verified trials per (problem, family)
 
 
@@ -144,6 +148,7 @@ def fake_tensorrt():
     trtp.SymInt32 = lambda e: ("i32", e)
     trtp.SymIntExprs = types.SimpleNamespace(from_tuple=lambda t: list(t))
     trtp.TensorDesc, trtp.SymExprs = object, list
+    trtp.ShapeExpr = Const
     trt.plugin = trtp
     return trt, trtp
 
@@ -178,13 +183,18 @@ def _call_aot(plugins, problem, tactic, wrap=Const):
     mod, trt, trtp = plugins
     dt = {"float32": trt.float32, "float16": trt.float16}[problem.dtype]
     fmt = getattr(trt.TensorFormat, _format_of(problem))
-    x = Desc(dt, fmt, [wrap(v) for v in (problem.N, problem.C, problem.H, problem.W)])
+    c = Const(problem.C) if problem.op in BLOCKS else wrap(problem.C)
+    x = Desc(dt, fmt, [wrap(problem.N), c, wrap(problem.H), wrap(problem.W)])
     w = Desc(dt, trt.TensorFormat.LINEAR, [Const(v) for v in problem.weight_shape])
-    b = Desc(dt, trt.TensorFormat.LINEAR, [Const(problem.C_out)])
+    b = Desc(dt, trt.TensorFormat.LINEAR, [Const(problem.bias_shape[0])])
     op = f"autotune::{problem.op}_conv2d"
-    attrs = [problem.k, problem.stride, problem.padding, problem.act, "nchw"]
-    if problem.op == "pw":
-        attrs.append(problem.C_out)
+    if problem.op in BLOCKS:          # the registered functions' attribute order
+        attrs = [problem.k, problem.stride, problem.padding, problem.act, problem.act2, problem.C_out]
+        attrs += [problem.expansion, "nchw"] if problem.op == "ir" else ["nchw"]
+    else:
+        attrs = [problem.k, problem.stride, problem.padding, problem.act, "nchw"]
+        if problem.op == "pw":
+            attrs.append(problem.C_out)
     out = trtp.registry[("register", op)](x, w, b, *attrs)
     name, ptx, params, extra = trtp.registry[("aot_impl", op)](x, w, b, *attrs, (out,), tactic)
     geometry = tuple(value(getattr(params, a)) for a in
@@ -197,7 +207,8 @@ def _call_aot(plugins, problem, tactic, wrap=Const):
 def test_module_is_valid_python(module_path):
     text = module_path.read_text()
     compile(text, str(module_path), "exec")
-    assert "@trtp.aot_impl(\"autotune::dw_conv2d\")" in text and "@trtp.aot_impl(\"autotune::pw_conv2d\")" in text
+    for op in ("dw", "pw", "dwpw", "ir"):
+        assert f'@trtp.aot_impl("autotune::{op}_conv2d")' in text
     assert "samples/python/quickly_deployable_plugins" in text        # the API version followed is cited
 
 
@@ -264,9 +275,10 @@ def test_launch_and_arguments_match_the_family(plugins, db, name, wrap):
         p = tuned.replace(**changes)
         for tactic in (1, 2, 3):
             entry, ptx, geometry, args, out_shape = _call_aot(plugins, p, tactic, wrap)
-            v = mod.select_variants(p.op, p.k, p.stride, p.padding, p.act, p.dtype, fmt,
-                                    {"C_out": p.C_out} if wrap is Sym else
-                                    {"N": p.N, "C": p.C, "H": p.H, "W": p.W, "C_out": p.C_out})[tactic - 1]
+            known = {"N": p.N, "C": p.C, "H": p.H, "W": p.W, "C_out": p.C_out} if wrap is Const else \
+                {"C_out": p.C_out, **({"C": p.C} if p.op in BLOCKS else {})}
+            v = mod.select_variants(p.op, p.k, p.stride, p.padding, p.act, p.dtype, fmt, known,
+                                    act2=p.act2, expansion=p.expansion)[tactic - 1]
             family = kernels.family_named(v["family"])
             config = v["config"]
             launch = family.launch(p, config)
@@ -435,3 +447,16 @@ def test_aot_kernels_run_as_tensorrt_launches_them(plugins, name, tactic):
     out = cp.asnumpy(dy)[..., :p.C_out] if p.layout == "nhwc" else cp.asnumpy(dy)
     ok, err = compare(out, reference(p, **host), p.dtype)
     assert ok, f"{name} tactic {tactic}: worst error / tolerance {err}"
+
+
+def test_block_variants_serve_only_their_channel_counts(plugins):
+    """A block's kernel is compiled for its C (and C_out): another C finds no variant, and says so."""
+    mod = plugins[0]
+    p = PROBLEMS["ir_hwc8"]
+    known = {"N": 3, "C": p.C, "H": 20, "W": 20, "C_out": p.C_out}
+    args = (p.op, p.k, p.stride, p.padding, p.act, p.dtype, "HWC8")
+    assert mod.select_variants(*args, known, act2=p.act2, expansion=p.expansion)
+    assert not mod.select_variants(*args, dict(known, C=p.C * 2), act2=p.act2, expansion=p.expansion)
+    assert not mod.select_variants(*args, known, act2=p.act2, expansion=6)
+    with pytest.raises(ValueError, match="no tuned kernel"):
+        _call_aot(plugins, p.replace(C=p.C * 2, C_out=p.C_out * 2), 1)

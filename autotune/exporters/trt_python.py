@@ -5,8 +5,8 @@
     path = export_python_plugins(Store("tuned_db/autotune.db", readonly=True), "NVIDIA H200", "out/")
 
 writes out/autotune_plugins.py (template: templates/trt_plugins.py.j2). Importing that module (with
-TensorRT >= 10 and its `tensorrt.plugin` AOT API) registers "autotune::dw_conv2d" and
-"autotune::pw_conv2d", the ops `onnx_fuse` emits. Their AOT implementation hands TensorRT:
+TensorRT >= 10 and its `tensorrt.plugin` AOT API) registers "autotune::dw_conv2d",
+"autotune::pw_conv2d", "autotune::dwpw_conv2d" and "autotune::ir_conv2d", the ops `onnx_fuse` emits. Their AOT implementation hands TensorRT:
   - the PTX of a tuned kernel (compiled here for compute_XX of the GPU, embedded in the module), its
     parameter list reordered to TensorRT's AOT convention (input pointers, int32 extra arguments,
     output pointers; see `trt_param_order`);
@@ -14,8 +14,10 @@ TensorRT >= 10 and its `tensorrt.plugin` AOT API) registers "autotune::dw_conv2d
     evaluated on `SymInt` sizes and rendered as Python code (only + - * //, which TensorRT's symbolic
     shape expressions support);
   - the int32 extra arguments N, C, H, W, C_out, H_out, W_out, ldx, ldy (kernel-signature order).
-Weights and bias are plugin inputs; the compile-time attributes (kernel, stride, padding, act) select
-the variant. Formats: LINEAR (NCHW kernels), HWC (fp32 NHWC kernels), HWC8 (fp16 NHWC kernels, channel
+Weights and bias are plugin inputs (a block's flat, its stages concatenated); the compile-time
+attributes (kernel, stride, padding, act, and for blocks act2, C_out, expansion) select the variant.
+A block's kernel is compiled for its channel counts, so its variants serve only those (N, H and W
+may vary). Formats: LINEAR (NCHW kernels), HWC (fp32 NHWC kernels), HWC8 (fp16 NHWC kernels, channel
 strides padded to a multiple of 8). Each tuned problem offers up to 3 variants as tactics: the best,
 then the next fastest verified trials.
 """
@@ -274,6 +276,8 @@ class PluginVariant:   # one exported variant, as both plugin exporters' templat
     stride: int
     padding: int
     act: str
+    act2: str
+    expansion: int
     dtype: str
     fmt: str
     dims: dict
@@ -294,14 +298,13 @@ class PluginVariant:   # one exported variant, as both plugin exporters' templat
 
 
 def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
-    """Every variant to export, launch geometry and arguments still symbolic: for every tuned dw or
-    pw problem with bias (onnx_fuse always emits one), the variants select_variants ranks. Fused
-    blocks (dwpw, ir) have no plugin yet and are left out."""
+    """Every variant to export, launch geometry and arguments still symbolic: for every tuned problem
+    with bias (onnx_fuse always emits one), the variants select_variants ranks."""
     from .. import codegen
     out = []
     for g in gpus:
         for row in sorted(store.best_rows(g["id"]), key=lambda r: r["problem"]):
-            if not row["bias"] or row["op"] not in ("dw", "pw"):
+            if not row["bias"]:
                 continue
             problem = store.problem(row["problem"])
             for v in select_variants(store, g["id"], problem):
@@ -309,7 +312,7 @@ def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
                 launch = symbolic_launch(family, problem, v.config)
                 out.append(PluginVariant(
                     gpu=g["id"], op=problem.op, k=problem.k, stride=problem.stride, padding=problem.padding,
-                    act=problem.act, dtype=problem.dtype, fmt=v.fmt,
+                    act=problem.act, act2=problem.act2, expansion=problem.expansion, dtype=problem.dtype, fmt=v.fmt,
                     dims={n: getattr(problem, n) for n in SIZE_NAMES}, rank=v.rank, family=v.family,
                     config=repr(v.config), time_us=v.time_us,
                     source=codegen.render(family, problem, v.config).code, entry=family.entry,
