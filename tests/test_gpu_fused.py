@@ -7,8 +7,8 @@ import random
 import pytest
 
 from autotune import codegen, compiler, kernels
-from autotune.problem import Problem
 from autotune.searchspace import valid_configs
+from test_gpu_kernels import every_dtype_and_layout
 
 pytestmark = pytest.mark.gpu
 
@@ -25,14 +25,7 @@ AWKWARD = [
 ]
 
 
-def _cases():
-    for spec in AWKWARD:
-        for dtype in ("float32", "float16"):
-            for layout in ("nchw", "nhwc"):
-                yield Problem(**spec, dtype=dtype, layout=layout)
-
-
-@pytest.mark.parametrize("problem", list(_cases()), ids=lambda p: p.key)
+@pytest.mark.parametrize("problem", every_dtype_and_layout(AWKWARD), ids=lambda p: p.key)
 def test_fused_blocks_match_reference(problem, arch):
     from autotune.runner import ProblemData, load_function, verify
     assert problem.residual == (problem.op == "ir" and problem.stride == 1 and problem.C == problem.C_out)

@@ -24,14 +24,12 @@ AWKWARD = [
 ]
 
 
-def _cases():
-    for spec in AWKWARD:
-        for dtype in ("float32", "float16"):
-            for layout in ("nchw", "nhwc"):
-                yield Problem(**spec, dtype=dtype, layout=layout)
+def every_dtype_and_layout(specs) -> list:
+    return [Problem(**spec, dtype=dtype, layout=layout)
+            for spec in specs for dtype in ("float32", "float16") for layout in ("nchw", "nhwc")]
 
 
-@pytest.mark.parametrize("problem", list(_cases()), ids=lambda p: p.key)
+@pytest.mark.parametrize("problem", every_dtype_and_layout(AWKWARD), ids=lambda p: p.key)
 def test_kernels_match_reference(problem, arch):
     from autotune.runner import ProblemData, verify, load_function
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
