@@ -219,11 +219,14 @@ class TensorCorePointwise(_Pointwise):
     """fp16 GEMM on tensor cores (mma.sync m16n8k16, fp32 accumulation).
 
     block_m x block_n output tile per block, warps_m x warps_n warps each computing a
-    (block_m/warps_m) x (block_n/warps_n) tile, block_k-deep K slices in a stages-deep cp.async ring.
+    (block_m/warps_m) x (block_n/warps_n) tile, block_k-deep K slices in a stages-deep cp.async ring;
+    split_k groups of such warps share each slice's k16 steps and add up their sums in shared memory
+    (more warps per tile where the tiles are few and K is long: the 7x7 and 14x14 layers).
+    Configurations stored before split_k existed mean split_k = 1.
     """
     name = "pointwise_tc"
     template = "pointwise_tc.cu.j2"
-    params = ("block_m", "block_n", "block_k", "warps_m", "warps_n", "stages", *VEC_PARAMS)
+    params = ("block_m", "block_n", "block_k", "warps_m", "warps_n", "stages", "split_k", *VEC_PARAMS)
     space_values = {
         "block_m": (16, 32, 64, 128, 256),
         "block_n": (16, 32, 48, 64, 96, 128),
@@ -231,14 +234,19 @@ class TensorCorePointwise(_Pointwise):
         "warps_m": (1, 2, 4),
         "warps_n": (1, 2, 4),
         "stages": (1, 2, 3, 4),
+        "split_k": (1, 2, 4),
     }
     SKEW = 8   # halves of padding per shared row
 
     def applies(self, problem) -> bool:
         return problem.op == "pw" and problem.dtype == "float16"
 
+    @staticmethod
+    def _split_k(config) -> int:
+        return config.get("split_k", 1)
+
     def threads(self, config):
-        return config["warps_m"] * config["warps_n"] * 32
+        return config["warps_m"] * config["warps_n"] * self._split_k(config) * 32
 
     def shared_bytes(self, problem, config):
         c, s = config, self.SKEW
@@ -247,7 +255,8 @@ class TensorCorePointwise(_Pointwise):
         else:
             x_tile, y_tile = c["block_k"] * (c["block_m"] + s), c["block_n"] * (c["block_m"] + s)
         w_tile = c["block_n"] * (c["block_k"] + s)
-        return 2 * max(c["stages"] * (x_tile + w_tile), y_tile)
+        partial_sums = (self._split_k(c) - 1) * c["block_m"] * c["block_n"] * 2    # floats, in halves
+        return 2 * max(c["stages"] * (x_tile + w_tile), y_tile, partial_sums)
 
     def registers(self, problem, config):
         """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) over
@@ -265,10 +274,13 @@ class TensorCorePointwise(_Pointwise):
     def check(self, problem, config):
         if not self.applies(problem):
             return "the tensor-core kernel is for float16 pointwise problems"
+        config = {"split_k": 1, **config}
         reason = self._check_space(config)
         if reason:
             return reason
         c = config
+        if c["block_k"] % (16 * c["split_k"]):
+            return f"block_k={c['block_k']} is not split_k={c['split_k']} whole k16 steps per warp group"
         if c["block_m"] % (16 * c["warps_m"]):
             return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
         if c["block_n"] % (8 * c["warps_n"]):
@@ -283,14 +295,14 @@ class TensorCorePointwise(_Pointwise):
         for bm, bn in ((64, 64), (64, 32), (32, 32), (32, 16), (16, 16)):
             for bk in (32, 16):
                 yield dict(block_m=bm, block_n=bn, block_k=bk, warps_m=max(1, bm // 32), warps_n=max(1, bn // 32),
-                           stages=2)
+                           stages=2, split_k=1)
 
     def template_params(self, problem, config):
         c = config
         return {
             "BLOCK_M": c["block_m"], "BLOCK_N": c["block_n"], "BLOCK_K": c["block_k"],
             "WARPS_M": c["warps_m"], "WARPS_N": c["warps_n"], "STAGES": c["stages"],
-            "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": c["vec_y"],
+            "SPLIT_K": self._split_k(c), "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": c["vec_y"],
         }
 
 
