@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--gpu", default=None, help="with --db: the GPU's name as stored (needed when it holds several)")
     of.add_argument("--blocks", action="store_true",
                     help="also merge depthwise->1x1 chains and inverted residuals into dwpw_conv2d / ir_conv2d "
-                         "nodes (the Python plugin module of export-trt has them; the C++ library does not yet)")
+                         "nodes, which export-trt's plugins implement")
 
     et = sub.add_parser("export-trt", help="write a TensorRT Python plugin module (tensorrt.plugin, AOT) with the "
                                            "tuned kernels of a GPU, for models rewritten by onnx-fuse")

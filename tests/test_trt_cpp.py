@@ -17,13 +17,11 @@ import pytest
 
 from autotune import codegen, kernels
 from autotune.compiler import compile_code
-from autotune.exporters.trt_cpp import CPP_OPS, cpp_code, export_cpp_plugins
+from autotune.exporters.trt_cpp import cpp_code, export_cpp_plugins
 from autotune.exporters.trt_python import SymInt, select_variants, symbolic_args, symbolic_launch
 from autotune.kernels import scalar_args
 from autotune.store import Store
-from test_trt_python import PROBLEMS as ALL_PROBLEMS, db  # noqa: F401  (db is a fixture)
-
-PROBLEMS = {n: p for n, p in ALL_PROBLEMS.items() if p.op in CPP_OPS}    # the library has no block plugins yet
+from test_trt_python import PROBLEMS, db  # noqa: F401  (db is a fixture)
 
 @pytest.fixture(scope="module")
 def cpp_dir(db, tmp_path_factory):   # noqa: F811
@@ -39,16 +37,16 @@ def header(cpp_dir):
 def parse_variants(header: str) -> list[dict]:
     """The kVariants rows of the generated header."""
     body = header[header.index("kVariants[] = {"):]
-    rows = re.findall(r'\{"([^"]*)", kOP_(\w+), (\d+), (\d+), (\d+), kACT_(\w+), kDTYPE_(\w+), kFORMAT_(\w+),\s*'
-                      r'\{([\d, ]+)\}, (\d+), "([^"]*)",\s*"([^"]*)", ([\d.e+-]+), (\d+), geometry_(\d+), args_(\d+)\}',
-                      body)
+    rows = re.findall(r'\{"([^"]*)", kOP_(\w+), (\d+), (\d+), (\d+), kACT_(\w+), kACT_(\w+), (\d+), kDTYPE_(\w+), '
+                      r'kFORMAT_(\w+),\s*\{([\d, ]+)\}, (\d+), "([^"]*)",\s*"([^"]*)", ([\d.e+-]+), (\d+), '
+                      r'geometry_(\d+), args_(\d+)\}', body)
     out = []
     for r in rows:
         out.append(dict(gpu=r[0], op=r[1].lower(), k=int(r[2]), stride=int(r[3]), padding=int(r[4]),
-                        act=r[5].lower(), dtype=r[6].lower(), fmt=r[7], dims=[int(x) for x in r[8].split(",")],
-                        tactic=int(r[9]), family=r[10], config=eval(r[11]), time_us=float(r[12]), kernel=int(r[13]),
-                        index=int(r[14])))
-        assert r[14] == r[15]
+                        act=r[5].lower(), act2=r[6].lower(), expansion=int(r[7]), dtype=r[8].lower(), fmt=r[9],
+                        dims=[int(x) for x in r[10].split(",")], tactic=int(r[11]), family=r[12], config=eval(r[13]),
+                        time_us=float(r[14]), kernel=int(r[15]), index=int(r[16])))
+        assert r[16] == r[17]
     return out
 
 
@@ -76,7 +74,8 @@ def test_sources_exist(cpp_dir):
                    'extern "C" AUTOTUNE_EXPORT void setLoggerFinder(ILoggerFinder* finder)',
                    "public IPluginV3, public IPluginV3OneCore, public IPluginV3OneBuild, public IPluginV3OneRuntime",
                    "class ConvCreator : public IPluginCreatorV3One", 'kNAMESPACE[] = "autotune"',
-                   '"dw_conv2d", "pw_conv2d"', 'kVERSION[] = "1"', "cuModuleLoadData", "cuLaunchKernel"):
+                   '"dw_conv2d", "pw_conv2d", "dwpw_conv2d", "ir_conv2d"', 'kVERSION[] = "1"', "cuModuleLoadData",
+                   "cuLaunchKernel"):
         assert needle in cpp, needle
     cmake = (cpp_dir / "CMakeLists.txt").read_text()
     assert "TENSORRT_INCLUDE_DIR" in cmake and "CUDA::cuda_driver" in cmake
@@ -93,7 +92,8 @@ def test_header_embeds_exactly_the_selected_variants(db, header):  # noqa: F811
         want = select_variants(store, gid, p)
         assert [(v.family, v.config) for v in want] == expected[name]
         got = [r for r in rows if r["op"] == p.op and r["dims"] == [p.N, p.C, p.H, p.W, p.C_out]
-               and r["dtype"] == p.dtype and r["act"] == p.act and r["k"] == p.k]
+               and r["dtype"] == p.dtype and r["act"] == p.act and r["k"] == p.k
+               and (r["act2"], r["expansion"]) == (p.act2, p.expansion)]
         assert [(r["family"], r["config"], r["tactic"], r["fmt"]) for r in got] == \
             [(v.family, v.config, v.rank, v.fmt) for v in want], name
         for r, v in zip(got, want):
@@ -109,8 +109,8 @@ def test_header_embeds_exactly_the_selected_variants(db, header):  # noqa: F811
             assert ptx[:-1] == compile_code(code, "compute_90").image.rstrip(b"\0")
             assert f".entry {entry}(" in ptx.decode()
             seen.add(r["index"])
-    # nothing else: neither the bias-less problem nor the blocks
-    assert seen == {r["index"] for r in rows} and len(rows) == sum(len(expected[n]) for n in PROBLEMS)
+    # nothing else: the bias-less problem is not exported
+    assert seen == {r["index"] for r in rows} and len(rows) == sum(map(len, expected.values()))
 
 
 def _geometry_source(header: str, index: int) -> tuple[list[str], list[str]]:
@@ -160,7 +160,7 @@ def test_launch_expressions_match_the_families(db, header):  # noqa: F811
             for _ in range(5):
                 sizes = dict(N=rng.randint(1, 4), C=rng.choice([8, 16, 24, 40, 64]), H=rng.randint(5, 40),
                              W=rng.randint(5, 40))
-                sizes["C_out"] = rng.choice([8, 24, 48]) if p.op == "pw" else sizes["C"]
+                sizes["C_out"] = rng.choice([8, 24, 48]) if p.op != "dw" else sizes["C"]
                 q = replace(p, **sizes)
                 launch = family.launch(q, v.config)
                 assert [_py(e, sizes) for e in geometry] == [*launch.grid, *launch.block, launch.shared_mem]
@@ -190,7 +190,7 @@ def test_header_compiles_and_computes_the_same_launches(db, header, cpp_dir, tmp
     for r in rows:
         for _ in range(3):
             s = dict(N=rng.randint(1, 4), C=rng.choice([8, 16, 24, 32]), H=rng.randint(3, 50), W=rng.randint(3, 50))
-            s["C_out"] = rng.choice([8, 16, 40]) if r["op"] == "pw" else s["C"]
+            s["C_out"] = rng.choice([8, 16, 40]) if r["op"] != "dw" else s["C"]
             cases.append((r["index"], s))
     driver = tmp_path / "driver.cpp"
     driver.write_text(
@@ -335,15 +335,21 @@ int main(int argc, char** argv)
         std::printf("{\"creator\": \"%s::%s\", \"version\": \"%s\", \"interface\": \"%s\"}\n", c->getPluginNamespace(),
             name.c_str(), c->getPluginVersion(), c->getInterfaceInfo().kind);
         dump(("names_" + name).c_str(), c->getFieldNames());
-        bool const pw = name == "pw_conv2d";
-        int32_t kernel = pw ? 1 : 3, stride = pw ? 1 : 1, padding = pw ? 0 : 1, cout = 20, aot = 1;
-        char const act[] = "relu6";
+        // each op's fields as onnx-fuse writes them, matching the test database's tuned problems
+        bool const pw = name == "pw_conv2d", dwpw = name == "dwpw_conv2d", ir = name == "ir_conv2d";
+        int32_t kernel = pw ? 1 : 3, stride = dwpw ? 2 : 1, padding = pw ? 0 : 1, aot = 1, expansion = 4;
+        int32_t cout = ir ? 12 : dwpw ? 16 : 20, channels = ir ? 12 : dwpw ? 24 : 16;
+        char const* act = dwpw ? "relu" : "relu6";
+        char const* act2 = dwpw ? "relu" : "none";
         char const layout[] = "nchw";
         PluginField fields[] = {{"kernel", &kernel, PluginFieldType::kINT32, 1},
             {"stride", &stride, PluginFieldType::kINT32, 1}, {"padding", &padding, PluginFieldType::kINT32, 1},
-            {"act", act, PluginFieldType::kCHAR, 5}, {"layout", layout, PluginFieldType::kCHAR, 4},
-            {"aot", &aot, PluginFieldType::kINT32, 1}, {"C_out", &cout, PluginFieldType::kINT32, 1}};
-        PluginFieldCollection fc{pw ? 7 : 6, fields};
+            {"act", act, PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(act))},
+            {"layout", layout, PluginFieldType::kCHAR, 4}, {"aot", &aot, PluginFieldType::kINT32, 1},
+            {"C_out", &cout, PluginFieldType::kINT32, 1},
+            {"act2", act2, PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(act2))},
+            {"expansion", &expansion, PluginFieldType::kINT32, 1}};
+        PluginFieldCollection fc{ir ? 9 : dwpw ? 8 : pw ? 7 : 6, fields};
         IPluginV3* p = c->createPlugin("node", &fc, TensorRTPhase::kBUILD);
         if (!p) { std::printf("createPlugin failed\n"); return 1; }
         auto* core = static_cast<IPluginV3OneCore*>(p->getCapabilityInterface(PluginCapabilityType::kCORE));
@@ -369,6 +375,8 @@ int main(int argc, char** argv)
             {
                 DynamicPluginTensorDesc io[4]{};
                 for (auto& d : io) { d.desc.type = t; d.desc.format = TensorFormat::kLINEAR; }
+                io[0].desc.dims.nbDims = 4;          // x: a block's kernels serve only their C
+                io[0].desc.dims.d[0] = 1; io[0].desc.dims.d[1] = channels; io[0].desc.dims.d[2] = io[0].desc.dims.d[3] = 8;
                 io[0].desc.format = f;
                 io[3].desc.format = f;
                 bool ok = build->supportsFormatCombination(0, io, 3, 1) && build->supportsFormatCombination(1, io, 3, 1)
@@ -405,23 +413,33 @@ def test_fields_round_trip_through_the_creators(plugin_so, tmp_path):
     out = [json.loads(line) for line in run.stdout.splitlines()]
     by_tag = {o["tag"]: o for o in out if "tag" in o}
     creators = [o for o in out if "creator" in o]
+    ops = ("dw", "pw", "dwpw", "ir")
     assert [(c["creator"], c["version"], c["interface"]) for c in creators] == \
-        [("autotune::dw_conv2d", "1", "PLUGIN CREATOR_V3ONE"), ("autotune::pw_conv2d", "1", "PLUGIN CREATOR_V3ONE")]
+        [(f"autotune::{op}_conv2d", "1", "PLUGIN CREATOR_V3ONE") for op in ops]
     plugins = [o for o in out if "plugin" in o]
     assert [(p["plugin"], p["outputs"], p["core"], p["build"], p["runtime"]) for p in plugins] == [
         (f"autotune::{op}_conv2d", 1, "PLUGIN_V3ONE_CORE", "PLUGIN_V3ONE_BUILD", "PLUGIN_V3ONE_RUNTIME")
-        for op in ("dw", "pw")]
-    assert list(by_tag["names_dw_conv2d"]["fields"]) == ["kernel", "stride", "padding", "act", "layout"]
-    assert list(by_tag["names_pw_conv2d"]["fields"]) == ["kernel", "stride", "padding", "act", "layout", "C_out"]
-    dw = dict(kernel=3, stride=1, padding=1, act="relu6", layout="nchw")
-    pw = dict(kernel=1, stride=1, padding=0, act="relu6", layout="nchw", C_out=20)
-    assert by_tag["ser_dw_conv2d"]["fields"] == by_tag["reser_dw_conv2d"]["fields"] == dw
-    assert by_tag["ser_pw_conv2d"]["fields"] == by_tag["reser_pw_conv2d"]["fields"] == pw
-    # formats offered = those with a tuned variant of that kind (test DB: dw k3 s1 p1 relu6 only as fp16
-    # NHWC -> HWC8; pw relu6 only as fp16 NHWC -> HWC8)
+        for op in ops]
+    base = ["kernel", "stride", "padding", "act", "layout"]
+    assert list(by_tag["names_dw_conv2d"]["fields"]) == base
+    assert list(by_tag["names_pw_conv2d"]["fields"]) == base + ["C_out"]
+    assert list(by_tag["names_dwpw_conv2d"]["fields"]) == base + ["C_out", "act2"]
+    assert list(by_tag["names_ir_conv2d"]["fields"]) == base + ["C_out", "act2", "expansion"]
+    want = {
+        "dw": dict(kernel=3, stride=1, padding=1, act="relu6", layout="nchw"),
+        "pw": dict(kernel=1, stride=1, padding=0, act="relu6", layout="nchw", C_out=20),
+        "dwpw": dict(kernel=3, stride=2, padding=1, act="relu", layout="nchw", C_out=16, act2="relu"),
+        "ir": dict(kernel=3, stride=1, padding=1, act="relu6", layout="nchw", C_out=12, act2="none", expansion=4),
+    }
+    for op, fields in want.items():
+        assert by_tag[f"ser_{op}_conv2d"]["fields"] == by_tag[f"reser_{op}_conv2d"]["fields"] == fields, op
+    # formats offered = those with a tuned variant of that kind (test DB: dw k3 s1 p1 relu6 and pw relu6
+    # only as fp16 NHWC -> HWC8; the ir block as fp16 NHWC; the dwpw block as fp32 NCHW -> LINEAR)
     assert by_tag["formats_dw_conv2d"]["ok"] == ["float16/HWC8"]
     assert by_tag["formats_pw_conv2d"]["ok"] == ["float16/HWC8"]
-    assert by_tag["bad_act_dw_conv2d"]["refused"] and by_tag["bad_act_pw_conv2d"]["refused"]
+    assert by_tag["formats_ir_conv2d"]["ok"] == ["float16/HWC8"]
+    assert by_tag["formats_dwpw_conv2d"]["ok"] == ["float32/LINEAR"]
+    assert all(by_tag[f"bad_act_{op}_conv2d"]["refused"] for op in ops)
 
 
 # ---- the command line ------------------------------------------------------------------------------

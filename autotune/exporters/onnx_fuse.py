@@ -25,7 +25,7 @@ With a tuning database (`store` and `gpu`), a candidate is fused only when `auto
 finds its problem (shapes from ONNX shape inference) tuned on that GPU: the exact shape or the
 nearest tuned shape of the same kind. The report says what was fused and what was not, and why.
 
-With blocks=True (the Python plugin module covers blocks; the C++ plugin library does not yet), a second pass
+With blocks=True (both TensorRT plugin implementations cover blocks), a second pass
 merges chains of those plugin nodes whose intermediate tensors have no other reader: pw -> dw -> pw
 [-> Add of the first pw's input] into "ir_conv2d" (an inverted residual; the Add is required exactly
 when the stride is 1 and C_in == C_out, as the op defines it) and dw -> pw into "dwpw_conv2d". Their

@@ -26,15 +26,13 @@ from pathlib import Path
 from ..store import Store
 from .trt_python import MAX_TACTICS, ExportError, SymInt, plugin_variants, resolve_gpus
 
-CPP_OPS = ("dw", "pw")
-
 CPP_DIR = "cpp"
 FILES = {"autotune_kernels.h": "trt_cpp/kernels.h.j2",
          "autotune_plugins.cpp": "trt_cpp/plugin.cpp.j2",
          "CMakeLists.txt": "trt_cpp/CMakeLists.txt.j2"}
 FORMATS = ("LINEAR", "HWC", "HWC8")       # index = the generated header's format code
 DTYPES = ("float32", "float16")
-OPS = ("dw", "pw")
+OPS = ("dw", "pw", "dwpw", "ir")
 ACTS = ("none", "relu", "relu6")
 
 
@@ -66,14 +64,12 @@ class KernelImage:
 
 
 def build_cpp_entries(store: Store, gpus: list[dict], jobs: int | None = None):
-    """(variants, kernel images) for every tuned dw/pw problem with bias, as `trt_python.build_entries`
-    selects them; each distinct (kernel source, arch) is compiled once to a cubin and once to PTX."""
+    """(variants, kernel images) for every tuned problem with bias, as `trt_python.build_entries` selects
+    them; each distinct (kernel source, arch) is compiled once to a cubin and once to PTX."""
     from ..compiler import CompileError, compile_many
     sm_of = {g["id"]: _sm(g) for g in gpus}
     variants, sources = [], {}           # (code, sm) -> (index, entry)
     for v in plugin_variants(store, gpus):
-        if v.op not in CPP_OPS:        # the C++ library has no block plugins yet
-            continue
         index = sources.setdefault((v.source, sm_of[v.gpu]), (len(sources), v.entry))[0]
         variants.append(v.rendered(index, cpp_code))
     images = [None] * len(sources)
