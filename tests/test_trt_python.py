@@ -183,8 +183,7 @@ def _call_aot(plugins, problem, tactic, wrap=Const):
     mod, trt, trtp = plugins
     dt = {"float32": trt.float32, "float16": trt.float16}[problem.dtype]
     fmt = getattr(trt.TensorFormat, _format_of(problem))
-    c = Const(problem.C) if problem.op in BLOCKS else wrap(problem.C)
-    x = Desc(dt, fmt, [wrap(problem.N), c, wrap(problem.H), wrap(problem.W)])
+    x = Desc(dt, fmt, [wrap(problem.N), Const(problem.C), wrap(problem.H), wrap(problem.W)])   # channels static
     w = Desc(dt, trt.TensorFormat.LINEAR, [Const(v) for v in problem.weight_shape])
     b = Desc(dt, trt.TensorFormat.LINEAR, [Const(problem.bias_shape[0])])
     op = f"autotune::{problem.op}_conv2d"
@@ -268,25 +267,45 @@ SHAPES = [dict(), dict(N=3, H=37, W=29), dict(N=16, H=7, W=7), dict(N=1, H=112, 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 @pytest.mark.parametrize("wrap", [Const, Sym], ids=["static", "dynamic"])
 def test_launch_and_arguments_match_the_family(plugins, db, name, wrap):
+    """For other shapes of the tuned kind (static, or N/H/W dynamic with static channels), the variants
+    offered are those whose vector accesses the shape's sizes divide - none at all is a clear error - and
+    what aot_impl hands TensorRT for each is the family's launch() and scalar_args."""
     mod = plugins[0]
     tuned = PROBLEMS[name]
     fmt = trt_python.trt_format(tuned)
+    ran = 0
     for changes in SHAPES:
         p = tuned.replace(**changes)
-        for tactic in (1, 2, 3):
-            entry, ptx, geometry, args, out_shape = _call_aot(plugins, p, tactic, wrap)
-            known = {"N": p.N, "C": p.C, "H": p.H, "W": p.W, "C_out": p.C_out} if wrap is Const else \
-                {"C_out": p.C_out, **({"C": p.C} if p.op in BLOCKS else {})}
-            v = mod.select_variants(p.op, p.k, p.stride, p.padding, p.act, p.dtype, fmt, known,
-                                    act2=p.act2, expansion=p.expansion)[tactic - 1]
+        known = {"N": p.N, "C": p.C, "H": p.H, "W": p.W, "C_out": p.C_out} if wrap is Const else \
+            {"C": p.C, "C_out": p.C_out}
+        variants = mod.select_variants(p.op, p.k, p.stride, p.padding, p.act, p.dtype, fmt, known,
+                                       act2=p.act2, expansion=p.expansion)
+        sizes = {"C": p.C, "C_out": p.C_out, "W": p.W, "W_out": p.W_out, "HW": p.H * p.W}
+        for v in variants:
             family = kernels.family_named(v["family"])
-            config = v["config"]
-            launch = family.launch(p, config)
+            assert v["divisors"] == {n: m for n, m in family.divisors(tuned, v["config"]).items() if m > 1}
+            assert all(sizes[n] % m == 0 for n, m in v["divisors"].items()), (name, changes, v["config"])
+            assert family.check(p, v["config"]) is None or "larger than" in family.check(p, v["config"])
+        if not variants:
+            with pytest.raises(ValueError, match="no tuned kernel"):
+                _call_aot(plugins, p, 1, wrap)
+            continue
+        for tactic in range(1, len(variants) + 1):
+            ran += 1
+            entry, ptx, geometry, args, out_shape = _call_aot(plugins, p, tactic, wrap)
+            v = variants[tactic - 1]
+            family = kernels.family_named(v["family"])
+            launch = family.launch(p, v["config"])
             assert geometry == (*launch.grid, *launch.block, launch.shared_mem), (name, changes, tactic)
             ldx, ldy = (padded8(p.C), padded8(p.C_out)) if fmt == "HWC8" else (None, None)
             assert args == kernels.scalar_args(p, ldx, ldy)
             assert out_shape == [p.N, p.C_out, p.H_out, p.W_out]
             assert entry == family.entry and ptx == mod.PTX[v["kernel"]]
+    # with dynamic H/W only kernels free of spatial divisibility can be promised to every shape
+    tuned_variants = [v for v in mod.VARIANTS if v["op"] == tuned.op and v["dtype"] == tuned.dtype
+                      and v["dims"] == dict(N=tuned.N, C=tuned.C, H=tuned.H, W=tuned.W, C_out=tuned.C_out)]
+    spatial = all(set(v["divisors"]) & {"W", "W_out", "HW"} for v in tuned_variants)
+    assert ran or (wrap is Sym and spatial), f"{name}: no shape had a variant"
 
 
 def test_hwc8_arguments_use_padded_strides(plugins):

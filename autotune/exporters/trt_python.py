@@ -281,6 +281,7 @@ class PluginVariant:   # one exported variant, as both plugin exporters' templat
     dtype: str
     fmt: str
     dims: dict
+    divisors: dict     # runtime sizes the kernel needs divisible (family.divisors): checked before reuse
     rank: int
     family: str
     config: str        # a Python dict literal
@@ -313,7 +314,9 @@ def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
                 out.append(PluginVariant(
                     gpu=g["id"], op=problem.op, k=problem.k, stride=problem.stride, padding=problem.padding,
                     act=problem.act, act2=problem.act2, expansion=problem.expansion, dtype=problem.dtype, fmt=v.fmt,
-                    dims={n: getattr(problem, n) for n in SIZE_NAMES}, rank=v.rank, family=v.family,
+                    dims={n: getattr(problem, n) for n in SIZE_NAMES},
+                    divisors={n: m for n, m in family.divisors(problem, v.config).items() if m > 1},
+                    rank=v.rank, family=v.family,
                     config=repr(v.config), time_us=v.time_us,
                     source=codegen.render(family, problem, v.config).code, entry=family.entry,
                     launch=dict(zip(LAUNCH_NAMES, (*launch["grid"], *launch["block"], launch["shared_mem"]))),

@@ -17,6 +17,11 @@ Every family module defines `FAMILIES`, a list of objects with this interface:
     launch(problem, config) -> Launch
                                    grid/block/dynamic shared memory; written with +, *, // only on
                                    the problem's sizes so that symbolic sizes can flow through it
+    divisors(problem, config) -> dict
+                                   runtime sizes ("C", "C_out", "W", "W_out", "HW") the compiled
+                                   kernel needs divisible by a modulus: what reusing it for another
+                                   shape of the same kind must check (a fused block's kernel is
+                                   compiled for its channel counts and serves no other)
 
 All kernels share one signature, so runners and exporters need not know the family:
 

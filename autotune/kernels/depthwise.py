@@ -169,6 +169,14 @@ class DepthwiseFamily:
             params["ADJACENT"] = cfg["adjacent_cols"]
         return params
 
+    def divisors(self, problem, cfg) -> dict:
+        if self.layout == "nhwc":
+            return {"C": cfg["vec"]}
+        out = {"W": cfg["vec"]} if cfg["stage_input"] else {}
+        if self._store_packed(problem, cfg):         # compiled in for this W_out
+            out["W_out"] = cfg["out_w"]
+        return out
+
     def launch(self, problem, cfg) -> Launch:
         p = problem
         h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
@@ -224,6 +232,9 @@ class TensorCoreDepthwise:
     def template_params(self, problem, cfg) -> dict:
         return {"TILE_H": cfg["tile_h"], "TILE_W": cfg["tile_w"], "CH_PER_BLOCK": cfg["ch_per_block"],
                 "WARPS": cfg["warps"]}
+
+    def divisors(self, problem, cfg) -> dict:
+        return {"C": 8}
 
     def launch(self, problem, cfg) -> Launch:
         p = problem

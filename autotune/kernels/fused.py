@@ -110,6 +110,9 @@ class _FusedBlock:
                 "WEIGHT_VEC": weight_copy_width(problem, self.tensor_cores),
                 "TENSOR_CORES": self.tensor_cores}
 
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those (see exporters)
+
     def launch(self, problem, config) -> Launch:
         p = problem
         th, tw = self.tile(config)

@@ -119,6 +119,11 @@ class _Pointwise:
         return (ceil_div(c["block_m"] * c["block_k"], c["vec_x"] * threads),
                 ceil_div(c["block_n"] * c["block_k"], c["vec_w"] * threads))
 
+    def divisors(self, problem, config) -> dict:
+        if problem.layout == "nhwc":
+            return {"C": max(config["vec_x"], config["vec_w"]), "C_out": config["vec_y"]}
+        return {"C": config["vec_w"], "HW": max(config["vec_x"], config["vec_y"])}
+
     # ---- launch ------------------------------------------------------------------------------------
     def launch(self, problem, config) -> Launch:
         p = problem
