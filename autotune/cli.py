@@ -316,14 +316,13 @@ def cmd_bench(args) -> int:
     if reason:
         raise CommandError(f"no usable GPU {args.gpu}: {reason} (bench measures on a GPU)")
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         raise CommandError("bench compares against PyTorch: install torch (and torchvision for --model figures)")
     from pathlib import Path
     from .bench import HEADER, format_table, run_bench, save
     import cupy
     cupy.cuda.Device(args.gpu).use()
-    import torch
     torch.cuda.set_device(args.gpu)
     print(HEADER, file=sys.stderr)
     result = run_bench(args.model, args.batch, args.dtype, args.layout, ops=args.ops, db=args.db,
