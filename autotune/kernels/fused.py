@@ -38,6 +38,7 @@ class _FusedBlock:
     template = "fused_block.cu.j2"
     entry = "fused_block"
     tensor_cores = False
+    thread_params: tuple = ()     # how a family lays threads over the block's outputs (template constants)
 
     def applies(self, problem) -> bool:
         """A fused block whose smallest tiles fit in shared memory (the expand stages the input tile
@@ -97,10 +98,16 @@ class _FusedBlock:
                                   self.registers(problem, config), min_threads=32)
 
     def default_config(self, problem) -> dict:
-        for config in self._default_candidates(problem):
-            if self.check(problem, config) is None:
-                return config
+        for bn in (64, 32, 16):
+            for tile in ("4x4", "2x8", "1x16"):
+                for kc in (32, 16):
+                    config = {"tile": tile, "kc": kc, "block_n": bn, **self._default_threads(bn)}
+                    if self.check(problem, config) is None:
+                        return config
         raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def _check_tiling(self, config) -> str | None:
+        return None
 
     def template_params(self, problem, config) -> dict:
         th, tw = self.tile(config)
@@ -108,7 +115,7 @@ class _FusedBlock:
                 "CIN_PAD": _round_up(problem.C, 16), "VEC": copy_width(problem),
                 "EXPANSION": problem.expansion, "RESIDUAL": problem.residual,
                 "WEIGHT_VEC": weight_copy_width(problem, self.tensor_cores),
-                "TENSOR_CORES": self.tensor_cores}
+                "TENSOR_CORES": self.tensor_cores, **{name.upper(): config[name] for name in self.thread_params}}
 
     def divisors(self, problem, config) -> dict:
         return {}       # compiled for its channel counts: reused only for exactly those (see exporters)
@@ -125,6 +132,7 @@ class _FusedBlock:
 class SimtFusedBlock(_FusedBlock):
     """Every stage on CUDA cores in fp32; tm x tn outputs of the last 1x1 per thread."""
     name = "fused_block"
+    thread_params = ("tm", "tn")
 
     def space(self, problem) -> dict:
         return {**self._tile_space(), "tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8)}
@@ -137,17 +145,11 @@ class SimtFusedBlock(_FusedBlock):
         tm, tn = config["tm"], config["tn"]
         return tm * tn + tm + tn + _REGISTER_OVERHEAD
 
-    def _check_tiling(self, config) -> str | None:
-        return None     # tiles are whole multiples of 16 pixels and 16 channels, tm and tn at most 8
+    # (_check_tiling: tiles are whole multiples of 16 pixels and 16 channels, tm and tn at most 8)
 
-    def _default_candidates(self, problem):
-        for bn in (64, 32, 16):
-            for tile in ("4x4", "2x8", "1x16"):
-                for kc in (32, 16):
-                    yield {"tile": tile, "kc": kc, "block_n": bn, "tm": 2, "tn": min(4, bn // 16)}
-
-    def template_params(self, problem, config) -> dict:
-        return {**super().template_params(problem, config), "TM": config["tm"], "TN": config["tn"]}
+    @staticmethod
+    def _default_threads(block_n) -> dict:
+        return {"tm": 2, "tn": min(4, block_n // 16)}
 
 
 class TensorCoreFusedBlock(_FusedBlock):
@@ -155,6 +157,7 @@ class TensorCoreFusedBlock(_FusedBlock):
     over the block's pixels x output channels; the depthwise on CUDA cores."""
     name = "fused_block_tc"
     tensor_cores = True
+    thread_params = ("warps_m", "warps_n")
 
     def applies(self, problem) -> bool:
         return problem.dtype == "float16" and super().applies(problem)
@@ -179,15 +182,9 @@ class TensorCoreFusedBlock(_FusedBlock):
             return f"block_n={config['block_n']} is not warps_n={config['warps_n']} whole 8-channel tiles"
         return None
 
-    def _default_candidates(self, problem):
-        for bn in (64, 32, 16):
-            for tile in ("4x4", "2x8", "1x16"):
-                for kc in (32, 16):
-                    yield {"tile": tile, "kc": kc, "block_n": bn, "warps_m": 1, "warps_n": max(1, bn // 32)}
-
-    def template_params(self, problem, config) -> dict:
-        return {**super().template_params(problem, config),
-                "WARPS_M": config["warps_m"], "WARPS_N": config["warps_n"]}
+    @staticmethod
+    def _default_threads(block_n) -> dict:
+        return {"warps_m": 1, "warps_n": max(1, block_n // 32)}
 
 
 SIMT = SimtFusedBlock()
