@@ -10,7 +10,9 @@ timed back to back. With nothing measured, a block runs fused where a fused kern
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from itertools import accumulate
 
 from . import kernels
 from .problem import FUSED_OPS, Problem
@@ -89,8 +91,9 @@ class BlockKernel:
     def __init__(self, problem: Problem, step_kernels: list, plan: Plan):
         self.problem, self.kernels, self.plan = problem, step_kernels, plan
         self.fallback = "; ".join(k.fallback for k in step_kernels)
-        w_ends = _offsets([_size(s) for s in problem.weight_parts])
-        b_ends = _offsets([s[0] for s in problem.bias_parts]) if problem.bias else None
+        # where each part starts in the flat arrays, and the end
+        w_ends = [0, *accumulate(math.prod(s) for s in problem.weight_parts)]
+        b_ends = [0, *accumulate(s[0] for s in problem.bias_parts)] if problem.bias else None
         self._views = []
         for step in plan.steps:
             first, end = step.parts
@@ -113,18 +116,3 @@ class BlockKernel:
         if self.problem.residual:
             t += x
         return t
-
-
-def _size(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def _offsets(sizes) -> list:
-    """[0, s0, s0 + s1, ...]: where each part starts, and the end."""
-    out = [0]
-    for s in sizes:
-        out.append(out[-1] + s)
-    return out

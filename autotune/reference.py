@@ -110,9 +110,10 @@ def random_inputs(problem: Problem, rng: np.random.Generator) -> dict:
     return arrays
 
 
-def compare(out, ref, dtype: str) -> tuple[bool, float]:
-    """(passes, worst error relative to the tolerance). NaN - e.g. an unwritten poisoned element -
-    never passes. Works on NumPy arrays and, on the GPU, on CuPy arrays (no copy to the host)."""
+def compare(out, ref, dtype: str, rtol: float | None = None) -> tuple[bool, float]:
+    """(passes, worst error relative to the tolerance; rtol defaults to RTOL[dtype]). NaN - e.g. an
+    unwritten poisoned element - never passes. Works on NumPy arrays and, on the GPU, on CuPy arrays
+    (no copy to the host)."""
     xp = _array_module(out)
     if tuple(out.shape) != tuple(ref.shape):
         return False, float("inf")
@@ -120,7 +121,7 @@ def compare(out, ref, dtype: str) -> tuple[bool, float]:
         return True, 0.0
     ref = xp.asarray(ref, dtype=xp.float64)
     mag = xp.abs(ref)
-    tol = RTOL[dtype] * (mag + mag.max() + 1e-30)
+    tol = (RTOL[dtype] if rtol is None else rtol) * (mag + mag.max() + 1e-30)
     ratio = xp.abs(out.astype(xp.float64) - ref) / tol
     if bool(xp.isnan(ratio).any()):
         return False, float("nan")

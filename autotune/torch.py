@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 try:
     import torch
     from torch import nn
@@ -115,20 +117,22 @@ def _is_pointwise(conv) -> bool:
     return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 and conv.padding in ((0, 0), 0)
 
 
+def _numpy(t):
+    return t.detach().double().cpu().numpy()
+
+
 def _folded(conv, bn):
-    w = conv.weight.detach().double().cpu().numpy()
-    b = conv.bias.detach().double().cpu().numpy() if conv.bias is not None else None
+    """A conv's weight and bias (zeros when it has none) with the BatchNorm after it folded in, float64."""
+    w = _numpy(conv.weight)
+    b = _numpy(conv.bias) if conv.bias is not None else np.zeros(w.shape[0])
     if bn is not None:
-        w, b = fold_batchnorm(w, b, bn.weight.detach().double().cpu().numpy(), bn.bias.detach().double().cpu().numpy(),
-                              bn.running_mean.double().cpu().numpy(), bn.running_var.double().cpu().numpy(), bn.eps)
-    if b is None:
-        b = w[:, 0, 0, 0] * 0.0
+        w, b = fold_batchnorm(w, b, _numpy(bn.weight), _numpy(bn.bias), _numpy(bn.running_mean),
+                              _numpy(bn.running_var), bn.eps)
     return w.reshape(-1), b
 
 
 def _block(stages, residual: bool):
     """(Problem fields, flat weight, flat bias) for a dwpw or ir chain, or None if it is neither."""
-    import numpy as np
     convs = [s[0] for s in stages]
     acts = [s[2] for s in stages]
     if len(stages) == 3 and _is_pointwise(convs[0]) and _is_depthwise(convs[1]) and _is_pointwise(convs[2]):
