@@ -54,16 +54,24 @@ class _GpuSession:
     def __init__(self, device_id: int, lock: threading.Lock):
         self.worker = GpuWorker(device_id)
         self.lock = lock
+        self._problem = None          # (problem, seed) measured next
+        self._loaded = False          # its inputs are in the current worker process
 
     def gpu(self, *request, **kw):
         with self.lock:
             return self.worker.request(*request, **kw)
 
-    def prepare(self, problem: Problem, seed: int):
-        self.worker.request("prepare", problem.to_dict(), seed, timeout_s=600)   # CPU, unlocked
-        self.gpu("upload", seed, timeout_s=120)
+    def use(self, problem: Problem, seed: int):
+        """Measure `problem` from now on. Its inputs and reference are made at the first measurement -
+        none for a study that is already complete - and again in a fresh worker after one was lost."""
+        self._problem, self._loaded = (problem, seed), False
 
     def measure(self, family, config, binary):
+        if not (self._loaded and self.worker.alive):
+            problem, seed = self._problem
+            self.worker.request("prepare", problem.to_dict(), seed, timeout_s=600)   # CPU, unlocked
+            self.gpu("upload", seed, timeout_s=120)
+            self._loaded = True
         fields = binary_summary(binary) | {"image": binary.image, "log": ""}
         return self.gpu("measure", family.name, config, fields)
 
@@ -103,7 +111,7 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
                                memory_floor_us(problem, gpu_info["copy_bandwidth"]),
                                f"{problem.min_bytes()} bytes at {gpu_info['copy_bandwidth'] / 1e9:.0f} GB/s")
             families = kernels.families_for(problem)
-            s.prepare(problem, pseed % 2**31)
+            s.use(problem, pseed % 2**31)
             result = tune(problem, families, gpu, store, s.measure, compiler, arch,
                           trials=budget, timeout_s=timeout_s / len(budgets) if timeout_s else None, seed=seed,
                           seeds=transfer_seeds(store, gpu, problem, families) if final and len(budgets) > 1 else (),

@@ -91,6 +91,11 @@ class GpuWorker:
             self._proc.join(5)
         self._proc = self._conn = None
 
+    @property
+    def alive(self) -> bool:
+        """A worker process is running (a lost one is replaced only by the next request)."""
+        return self._proc is not None and self._proc.is_alive()
+
     def request(self, *message, timeout_s: float | None = None):
         """Returns the reply; raises WorkerLost if the worker crashed, hung, or broke its context."""
         if self._proc is None or not self._proc.is_alive():

@@ -139,7 +139,7 @@ def test_two_pass_sweep_with_a_stand_in_gpu(tmp_path, monkeypatch):
         def gpu(self, kind, *args, **kw):
             return dict(GPU) if kind == "describe" else {"cudnn": 50.0, "cudnn_conv": 40.0, "versions": "stand-in"}
 
-        def prepare(self, problem, seed):
+        def use(self, problem, seed):
             pass
 
         def measure(self, family, config, binary):
@@ -158,3 +158,34 @@ def test_two_pass_sweep_with_a_stand_in_gpu(tmp_path, monkeypatch):
     assert best_first != depthwise.NHWC.default_config(problems[1])      # so finding it below means a seed
     measured = [t["config"] for t in store.trials(gid, problems[1].key) if t["status"] == OK]
     assert measured[4] == best_first     # pass 1 measured 4; pass 2 starts with the seed
+
+
+def test_session_prepares_lazily_and_again_after_a_lost_worker():
+    """The sweep's GPU session makes a problem's inputs at its first measurement only, and again when
+    the worker process was lost (a fresh worker holds no inputs)."""
+    import threading
+    from autotune import sweep
+
+    class Worker:
+        def __init__(self):
+            self.alive, self.requests = True, []
+
+        def request(self, *message, **kw):
+            self.requests.append(message[0])
+            self.alive = True           # a request starts a fresh worker when the last one was lost
+            return {"status": OK, "time_us": 1.0}
+
+    session = sweep._GpuSession.__new__(sweep._GpuSession)
+    session.worker, session.lock = Worker(), threading.Lock()
+    session.use(PROBLEM, 7)
+    assert session.worker.requests == []                         # nothing measured, nothing made
+    from autotune.compiler import Binary
+    binary = Binary(arch="sm_90", image=b"", registers=1, spill_bytes=0, shared_bytes=0, log="")
+    fam = depthwise.NHWC
+    config = fam.default_config(PROBLEM)
+    session.measure(fam, config, binary)
+    session.measure(fam, config, binary)
+    assert session.worker.requests == ["prepare", "upload", "measure", "measure"]
+    session.worker.alive = False                                 # the worker died in the last request
+    session.measure(fam, config, binary)
+    assert session.worker.requests[4:] == ["prepare", "upload", "measure"]
