@@ -110,7 +110,8 @@ class DepthwiseFamily:
             if cpb > max(8, vec, _next_pow2(problem.C)):
                 return "ch_per_block larger than the channel count"
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
-            shared = 4 * k * k * cpb + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
+            weights_direct = self._weights_in_registers(problem, cfg) and not cfg["stage_input"]
+            shared = (0 if weights_direct else 4 * k * k * cpb) + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
             # accumulators, the input rows in flight (unrolled, later rows' loads run ahead), the bias
             row_cols = (cfg["out_w"] - 1) * s + k if cfg["adjacent_cols"] else cfg["out_w"] * k
             # Staged rows come from shared memory close to their use: about k // 2 rows are live at
@@ -222,7 +223,9 @@ class TensorCoreDepthwise:
             return f"{cfg['warps']} warps for {items} work items"
         k, s = problem.k, problem.stride
         in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
-        shared = (in_h * in_w * self._pixel_stride(cfg) + cfg["tile_h"] * cfg["tile_w"] * (cfg["ch_per_block"] + 8)) * 2
+        cpb = cfg["ch_per_block"]
+        tiles = in_h * in_w * self._pixel_stride(cfg) + cfg["tile_h"] * cfg["tile_w"] * (cpb + 8)
+        shared = (tiles + cpb * problem.k * problem.k) * 2 + 4 * cpb     # halves, then the float biases
         k_steps = (k * k + 1) // 2
         return resource_violation(32 * cfg["warps"], shared, 2 * k_steps + _REGISTER_OVERHEAD + 24)
 
