@@ -207,7 +207,7 @@ def dry_run(problems, args) -> int:
     excluded = 0
     for problem in problems:
         rng = random.Random(f"{args.seed}:{problem.key}")
-        for family in kernels.families_for(problem):
+        for family in kernels.families_for(problem, arch):
             valid = valid_configs(family, problem)
             excluded += sum(1 for _ in all_configs(family, problem)) - len(valid)
             picks = [family.default_config(problem)] + rng.sample(valid, min(args.trials, len(valid)))

@@ -142,7 +142,7 @@ def current_gpu(device_id: int | None = None) -> dict:
 
 def choose(problem: Problem, store: Store | None, gpu: dict):
     """(family, config, fallback description) for this problem on this GPU."""
-    families = {f.name: f for f in kernels.families_for(problem)}
+    families = {f.name: f for f in kernels.families_for(problem, gpu["arch"])}
     if not families:
         raise ValueError(f"no kernel family runs {problem.key}")
     if store is not None:

@@ -110,7 +110,7 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
             store.add_baseline(gpu, problem, "memory_floor",
                                memory_floor_us(problem, gpu_info["copy_bandwidth"]),
                                f"{problem.min_bytes()} bytes at {gpu_info['copy_bandwidth'] / 1e9:.0f} GB/s")
-            families = kernels.families_for(problem)
+            families = kernels.families_for(problem, arch)
             s.use(problem, pseed % 2**31)
             result = tune(problem, families, gpu, store, s.measure, compiler, arch,
                           trials=budget, timeout_s=timeout_s / len(budgets) if timeout_s else None, seed=seed,

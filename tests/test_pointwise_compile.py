@@ -8,7 +8,7 @@ import re
 import pytest
 
 from autotune import codegen, compiler, kernels
-from autotune.kernels.pointwise import FAMILIES, SIMT_FAMILY, TC_FAMILY
+from autotune.kernels.pointwise import CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, TC_FAMILY
 from autotune.problem import Problem
 from autotune.searchspace import invalid_reason, valid_configs
 
@@ -24,6 +24,7 @@ GRID_PROBLEMS = [
     dict(N=1, C=70, H=14, W=14, C_out=38, dtype="float16", layout="nchw", act="none", bias=True),   # vec 4 / 2
     dict(N=1, C=36, H=9, W=10, C_out=20, dtype="float32", layout="nhwc", act="relu6", bias=False),  # vec 4
     dict(N=3, C=18, H=5, W=5, C_out=6, dtype="float32", layout="nchw", act="relu", bias=True),      # vec 1 / 2
+    dict(N=2, C=576, H=7, W=7, C_out=64, dtype="float16", layout="nhwc", act="none", bias=True),    # long K
 ]
 
 # A spread of shapes for default_config() and launch(): odd channel counts, tiny images, batch 1.
@@ -72,12 +73,18 @@ GRID = _grid()
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """Every grid case compiled for every arch, into a private cache (module-scoped: set up before the
-    per-test cache fixture runs)."""
+    """Every grid case compiled for every arch its family supports (None for the others), into a private
+    cache (module-scoped: set up before the per-test cache fixture runs)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("pointwise-kernel-cache")))
-        codes = [codegen.render(f, p, c).code for f, p, c in GRID]
-        return {arch: compiler.compile_many(codes, arch) for arch in ARCHS}
+        out = {}
+        for arch in ARCHS:
+            cases = [i for i, (f, p, c) in enumerate(GRID) if f in kernels.families_for(p, arch)]
+            binaries = compiler.compile_many([codegen.render(*GRID[i]).code for i in cases], arch)
+            out[arch] = [None] * len(GRID)
+            for i, binary in zip(cases, binaries):
+                out[arch][i] = binary
+        return out
 
 
 def test_grid_covers_every_parameter_value():
@@ -91,13 +98,16 @@ def test_grid_covers_every_parameter_value():
         assert {p.layout for p, _ in cases} == {"nchw", "nhwc"}
         assert {p.act for p, _ in cases} == {"none", "relu", "relu6"}
         assert {p.bias for p, _ in cases} == {True, False}
-        assert {p.dtype for p, _ in cases} == ({"float16"} if family is TC_FAMILY else {"float32", "float16"})
+        assert {p.dtype for p, _ in cases} == ({"float32", "float16"} if family is SIMT_FAMILY else {"float16"})
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_grid_compiles_within_estimates(compiled, arch):
     failures = []
+    assert sum(b is not None for b in compiled[arch]) == sum(getattr(f, "min_sm", 0) <= int(arch[3:]) for f, _, _ in GRID)
     for (family, problem, config), binary in zip(GRID, compiled[arch]):
+        if binary is None:
+            continue
         where = f"{family.name} {problem.key} {config}"
         if isinstance(binary, Exception):
             failures.append(f"{where}: compile error {binary}")
@@ -124,6 +134,9 @@ def test_default_config_is_valid(problem):
         assert 32 <= launch.threads <= 1024 and launch.shared_mem == 0
         rows = problem.N * problem.H * problem.W if problem.layout == "nhwc" else problem.H * problem.W
         gx, gy, gz = launch.grid
+        cluster = config.get("cluster_k", 1)       # a cluster's blocks are consecutive along x, one tile
+        assert gx % cluster == 0
+        gx //= cluster
         assert gx * config["block_m"] >= rows > (gx - 1) * config["block_m"]
         assert gy * config["block_n"] >= problem.C_out > (gy - 1) * config["block_n"]
         assert gz == (problem.N if problem.layout == "nchw" else 1) and gy <= 65535 and gz <= 65535
@@ -136,7 +149,30 @@ def test_applies():
     assert SIMT_FAMILY.applies(pw16) and SIMT_FAMILY.applies(pw32) and not SIMT_FAMILY.applies(dw)
     assert TC_FAMILY.applies(pw16) and not TC_FAMILY.applies(pw32) and not TC_FAMILY.applies(dw)
     assert TC_FAMILY.check(pw32, TC_FAMILY.default_config(pw16)) is not None
-    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc"}
+    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc", "pointwise_tc_cluster"}
+    # clusters: sm_90 and newer, and a K of at least two k16 slices to share
+    wide = pw16.replace(C=64)
+    assert CLUSTER_FAMILY.applies(wide) and not CLUSTER_FAMILY.applies(pw16) and not CLUSTER_FAMILY.applies(pw32)
+    assert CLUSTER_FAMILY in kernels.families_for(wide, "sm_90") and CLUSTER_FAMILY in kernels.families_for(wide)
+    assert CLUSTER_FAMILY not in kernels.families_for(wide, "sm_80")
+    assert TC_FAMILY in kernels.families_for(wide, "compute_80")
+
+
+def test_cluster_constraints():
+    p = Problem(op="pw", N=16, C=960, H=7, W=7, C_out=320, dtype="float16", layout="nhwc")
+    config = {**TC_FAMILY.default_config(p), "block_m": 64, "block_n": 32, "block_k": 64, "warps_m": 2,
+              "warps_n": 1, "stages": 2, "split_k": 1, "cluster_k": 4}
+    assert CLUSTER_FAMILY.check(p, config) is None
+    grid = CLUSTER_FAMILY.launch(p, config).grid
+    assert grid == (4 * 13, 10, 1)            # 13 pixel tiles, each 4 blocks of one cluster
+    assert CLUSTER_FAMILY.check(p, {**config, "cluster_k": 8}) is None   # 15 K slices: 7 shares of 2, one of 1
+    assert "K slices per block" in CLUSTER_FAMILY.check(p, {**config, "block_m": 32, "cluster_k": 8, "stages": 4})
+    # 5 K slices over 4 blocks: shares of 2 leave the fourth block idle
+    assert "idle" in CLUSTER_FAMILY.check(p.replace(C=320), config)
+    assert "idle" in CLUSTER_FAMILY.check(p.replace(C=64), {**config, "block_k": 32})
+    # the partial tile (floats) must fit: 256 x (128 + 4) x 4 bytes does not
+    big = {**config, "block_m": 256, "block_n": 128, "block_k": 16, "warps_m": 4, "warps_n": 2, "cluster_k": 2}
+    assert "shared memory" in CLUSTER_FAMILY.check(p, big)
     assert {f.entry for f in FAMILIES} == {"pw_conv2d"}
 
 

@@ -17,6 +17,8 @@ Every family module defines `FAMILIES`, a list of objects with this interface:
     launch(problem, config) -> Launch
                                    grid/block/dynamic shared memory; written with +, *, // only on
                                    the problem's sizes so that symbolic sizes can flow through it
+    min_sm: int                    (optional) the oldest arch it compiles for, e.g. 90; families_for()
+                                   leaves it out for older targets
     divisors(problem, config) -> dict
                                    runtime sizes ("C", "C_out", "W", "W_out", "HW") the compiled
                                    kernel needs divisible by a modulus: what reusing it for another
@@ -84,8 +86,11 @@ def families():
     return [*depthwise.FAMILIES, *pointwise.FAMILIES, *fused.FAMILIES]
 
 
-def families_for(problem):
-    return [f for f in families() if f.applies(problem)]
+def families_for(problem, arch: str | None = None):
+    """The families that run `problem`; with an arch ("sm_90", "compute_90"), only those it supports
+    (a family's `min_sm`, when it has one: thread-block clusters need sm_90)."""
+    sm = None if arch is None else int(arch.split("_")[-1])
+    return [f for f in families() if f.applies(problem) and (sm is None or getattr(f, "min_sm", 0) <= sm)]
 
 
 def family_named(name: str):

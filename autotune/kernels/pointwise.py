@@ -307,10 +307,58 @@ class TensorCorePointwise(_Pointwise):
         return {
             "BLOCK_M": c["block_m"], "BLOCK_N": c["block_n"], "BLOCK_K": c["block_k"],
             "WARPS_M": c["warps_m"], "WARPS_N": c["warps_n"], "STAGES": c["stages"],
-            "SPLIT_K": self._split_k(c), "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": c["vec_y"],
+            "SPLIT_K": self._split_k(c), "CLUSTER_K": c.get("cluster_k", 1),
+            "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": c["vec_y"],
         }
+
+
+class ClusterPointwise(TensorCorePointwise):
+    """The tensor-core GEMM with K split across the cluster_k blocks of a thread-block cluster (sm_90+).
+
+    Where K is long and the output has few tiles (the 7x7 and 14x14 layers), one block per tile cannot keep
+    enough copies in flight: its bytes in flight are capped by one block's shared memory. Here each block of
+    a cluster streams a contiguous 1/cluster_k of the K slices for the same tile, so cluster_k times as many
+    blocks share the SMs without re-reading any operand; the partial tiles are added through distributed
+    shared memory, each block finishing 1/cluster_k of the rows.
+    """
+    name = "pointwise_tc_cluster"
+    min_sm = 90
+    params = (*TensorCorePointwise.params, "cluster_k")
+    space_values = {**TensorCorePointwise.space_values, "cluster_k": (2, 4, 8)}
+
+    def applies(self, problem) -> bool:
+        return super().applies(problem) and problem.C >= 32      # at least two k16 slices to share
+
+    def shared_bytes(self, problem, config):
+        c = config
+        rows, inner = (c["block_m"], c["block_n"]) if problem.layout == "nhwc" else (c["block_n"], c["block_m"])
+        return max(super().shared_bytes(problem, config), rows * (inner + 4) * 4)
+
+    def check(self, problem, config):
+        reason = super().check(problem, config)
+        if reason:
+            return reason
+        c = config
+        rows = c["block_m"] if problem.layout == "nhwc" else c["block_n"]
+        if rows % c["cluster_k"]:
+            return f"cluster_k={c['cluster_k']} does not divide the tile's {rows} output rows"
+        share = ceil_div(ceil_div(problem.C, c["block_k"]), c["cluster_k"])
+        if ceil_div(problem.C, share * c["block_k"]) < c["cluster_k"]:
+            return f"cluster_k={c['cluster_k']} blocks for {ceil_div(problem.C, c['block_k'])} K slices leave some idle"
+        if c["stages"] > 1 and c["stages"] > share:
+            return f"stages={c['stages']} > {share} K slices per block (pruned)"
+        return None
+
+    def _default_candidates(self):
+        for candidate in super()._default_candidates():
+            yield {**candidate, "cluster_k": 2}
+
+    def launch(self, problem, config) -> Launch:
+        base = super().launch(problem, config)
+        return Launch(grid=(base.grid[0] * config["cluster_k"], *base.grid[1:]), block=base.block, shared_mem=0)
 
 
 SIMT_FAMILY = SimtPointwise()
 TC_FAMILY = TensorCorePointwise()
-FAMILIES = [SIMT_FAMILY, TC_FAMILY]
+CLUSTER_FAMILY = ClusterPointwise()
+FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY]
