@@ -35,19 +35,30 @@ def cases():
     return out
 
 
+def supported(family, arch) -> bool:
+    return getattr(family, "min_sm", 0) <= int(arch[3:])
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(arch):
-    return compiler.compile_many([codegen.render(f, p, c).code for p, f, c in cases()], arch, jobs=2)
+    """Each case's binary for `arch`, or None where its family needs a newer arch (clusters: sm_90)."""
+    todo = [(p, f, c) for p, f, c in cases() if supported(f, arch)]
+    binaries = iter(compiler.compile_many([codegen.render(f, p, c).code for p, f, c in todo], arch, jobs=2))
+    return [next(binaries) if supported(f, arch) else None for _, f, _ in cases()]
 
 
 def test_both_families_and_both_ops_are_covered():
     names = {(p.op, f.name) for p, f, _ in cases()}
-    assert names == {(op, f) for op in ("dwpw", "ir") for f in ("fused_block", "fused_block_tc")}
+    assert names == {(op, f) for op in ("dwpw", "ir")
+                     for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")}
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_valid_configurations_compile_within_their_resources(arch):
+    assert sum(b is not None for b in compiled(arch)) == sum(supported(f, arch) for _, f, _ in cases())
     for (p, family, config), binary in zip(cases(), compiled(arch)):
+        if binary is None:
+            continue
         where = f"{p.key} {family.name} {config}"
         assert not isinstance(binary, Exception), f"{where}: {binary}"
         assert invalid_reason(family, p, config) is None
@@ -73,9 +84,25 @@ def test_check_rejects_what_it_must():
     assert tc.check(ir16, ok) is None
     assert "warps_m" in tc.check(ir16, {**ok, "tile": "2x8", "warps_m": 2})          # 16 pixels, 2 warps of 16
     assert "block_n" in tc.check(ir16, {**ok, "block_n": 16, "warps_n": 4})
-    assert "shared memory" in simt.check(PROBLEMS[4].replace(dtype="float32"), {
+    assert "shared memory" in simt.check(PROBLEMS[4].replace(dtype="float32", C=128), {
         "tile": "8x16", "kc": 64, "block_n": 256, "tm": 8, "tn": 8})
     assert "fused blocks" in tc.check(Problem("dw", 1, 8, 8, 8, k=3, dtype="float16"), ok)
     assert tc.check(PROBLEMS[1], tc.default_config(ir16)) is not None     # fp32: no tensor cores
     assert not tc.applies(PROBLEMS[1]) and simt.applies(PROBLEMS[1])
     assert "not among" in simt.check(PROBLEMS[1], {**simt.default_config(PROBLEMS[1]), "tm": 3})
+
+
+def test_cluster_split_of_the_hidden_channels():
+    cl = fused.CLUSTER
+    deep = Problem("ir", N=16, C=96, H=14, W=14, C_out=96, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc")
+    config = {"tile": "4x4", "kc": 32, "block_n": 64, "warps_m": 1, "warps_n": 4, "cluster_k": 4}
+    assert cl.check(deep, config) is None
+    assert cl.launch(deep, config).grid == (16 * 4, 2, 16)    # 16 tiles of 4x4 per image, 4 blocks each
+    code = codegen.render(cl, deep, config).code
+    assert "__cluster_dims__(CLUSTER_K, 1, 1)" in code and "constexpr int CLUSTER_K = 4;" in code
+    plain = codegen.render(fused.TENSOR_CORE, deep, {k: v for k, v in config.items() if k != "cluster_k"}).code
+    assert "__cluster_dims__" not in plain and "constexpr int CLUSTER_K = 1;" in plain
+    # 18 chunks of 32 hidden channels over 8 blocks: shares of 3 leave two blocks idle
+    assert "idle" in cl.check(deep, {**config, "cluster_k": 8})
+    from autotune import kernels
+    assert cl in kernels.families_for(deep, "sm_90") and cl not in kernels.families_for(deep, "sm_80")

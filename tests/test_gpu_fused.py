@@ -31,9 +31,9 @@ def test_fused_blocks_match_reference(problem, arch):
     assert problem.residual == (problem.op == "ir" and problem.stride == 1 and problem.C == problem.C_out)
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     rng = random.Random(problem.key)
-    families = kernels.families_for(problem)
-    assert {f.name for f in families} == ({"fused_block", "fused_block_tc"} if problem.dtype == "float16"
-                                          else {"fused_block"})
+    families = kernels.families_for(problem, arch)
+    tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if int(arch[3:]) >= 90 else set())
+    assert {f.name for f in families} == {"fused_block"} | (tensor_cores if problem.dtype == "float16" else set())
     for family in families:
         configs = [family.default_config(problem)]
         configs += rng.sample(valid_configs(family, problem), RANDOM_CONFIGS)

@@ -72,12 +72,18 @@ class _FusedBlock:
         tiles = [in_rows * (kc + row_pad)] * (1 if expand else bufs) + [th * tw * (kc + op_pad)]
         tiles += [bn * (kc + op_pad)] * bufs
         tiles += [in_rows * x_ld] + [kc * x_ld] * bufs if expand else [1] * (1 + bufs)
-        # each tile starts 16-byte aligned (struct Smem in the template)
-        return sum(_round_up(n * item, 16) for n in tiles) + _round_up(4 * kc * k * k, 16)
+        # each tile starts 16-byte aligned (struct Smem in the template); then two ChunkParams (floats:
+        # depthwise weights, expand and depthwise biases)
+        return sum(_round_up(n * item, 16) for n in tiles) + 2 * 4 * (k * k + 2) * kc
 
     def check(self, problem, config) -> str | None:
         return self._check_space(problem, config) or self._check_tiling(config) or \
             self._check_common(problem, config)
+
+    def _param_registers(self, problem, config) -> int:
+        """The next chunk's depthwise weights and biases, held in registers while this chunk computes."""
+        threads = self.threads(problem, config)
+        return ceil_div(config["kc"] * problem.k * problem.k, threads) + ceil_div(2 * config["kc"], threads)
 
     def _check_space(self, problem, config) -> str | None:
         if not self.applies(problem):
@@ -115,7 +121,8 @@ class _FusedBlock:
                 "CIN_PAD": _round_up(problem.C, 16), "VEC": copy_width(problem),
                 "EXPANSION": problem.expansion, "RESIDUAL": problem.residual,
                 "WEIGHT_VEC": weight_copy_width(problem, self.tensor_cores),
-                "TENSOR_CORES": self.tensor_cores, **{name.upper(): config[name] for name in self.thread_params}}
+                "TENSOR_CORES": self.tensor_cores, "CLUSTER_K": config.get("cluster_k", 1),
+                **{name.upper(): config[name] for name in self.thread_params}}
 
     def divisors(self, problem, config) -> dict:
         return {}       # compiled for its channel counts: reused only for exactly those (see exporters)
@@ -143,7 +150,7 @@ class SimtFusedBlock(_FusedBlock):
 
     def registers(self, problem, config) -> int:
         tm, tn = config["tm"], config["tn"]
-        return tm * tn + tm + tn + _REGISTER_OVERHEAD
+        return tm * tn + tm + tn + self._param_registers(problem, config) + _REGISTER_OVERHEAD
 
     # (_check_tiling: tiles are whole multiples of 16 pixels and 16 channels, tm and tn at most 8)
 
@@ -172,7 +179,8 @@ class TensorCoreFusedBlock(_FusedBlock):
         th, tw = self.tile(config)
         mt = th * tw // config["warps_m"] // 16
         nt = config["block_n"] // config["warps_n"] // 8
-        return 4 * mt * nt + 4 * mt + 2 * nt + _REGISTER_OVERHEAD    # accumulators + A and B fragments
+        # accumulators + A and B fragments + the next chunk's parameters
+        return 4 * mt * nt + 4 * mt + 2 * nt + self._param_registers(problem, config) + _REGISTER_OVERHEAD
 
     def _check_tiling(self, config) -> str | None:
         th, tw = self.tile(config)
@@ -187,6 +195,54 @@ class TensorCoreFusedBlock(_FusedBlock):
         return {"warps_m": 1, "warps_n": max(1, block_n // 32)}
 
 
+class ClusterFusedBlock(TensorCoreFusedBlock):
+    """The tensor-core fused block with the hidden channels split across the cluster_k blocks of a
+    thread-block cluster (sm_90+).
+
+    Deep blocks (14x14, 7x7) have few output tiles and many hidden channels: one block per tile walks
+    them all in series. Here each block of a cluster takes a contiguous share of the chunks for the same
+    tile, and the partial projections are added through distributed shared memory, each block finishing
+    1/cluster_k of the tile's pixels (bias, act2, residual, store)."""
+    name = "fused_block_tc_cluster"
+    min_sm = 90     # (every tile's pixel count is a multiple of 8: each block finishes as many pixels)
+
+    def space(self, problem) -> dict:
+        return {**super().space(problem), "cluster_k": (2, 4, 8)}
+
+    def shared_bytes(self, problem, config) -> int:
+        th, tw = self.tile(config)
+        partial_tiles = th * tw * (config["block_n"] + 4) * 4
+        return max(super().shared_bytes(problem, config), partial_tiles)
+
+    def check(self, problem, config) -> str | None:
+        reason = super().check(problem, config)
+        if reason:
+            return reason
+        chunks = ceil_div(problem.hidden, config["kc"])
+        if ceil_div(chunks, ceil_div(chunks, config["cluster_k"])) < config["cluster_k"]:
+            return f"cluster_k={config['cluster_k']} blocks for {chunks} hidden chunks leave some idle"
+        return None
+
+    def applies(self, problem) -> bool:
+        return super().applies(problem) and problem.hidden >= 32       # two chunks of 16 to share
+
+    def default_config(self, problem) -> dict:
+        for cluster_k in (2, 4, 8):
+            for bn in (64, 32, 16):
+                for tile in ("4x4", "2x8", "1x16"):
+                    for kc in (16, 32):
+                        config = {"tile": tile, "kc": kc, "block_n": bn, "cluster_k": cluster_k,
+                                  **self._default_threads(bn)}
+                        if self.check(problem, config) is None:
+                            return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def launch(self, problem, config) -> Launch:
+        base = super().launch(problem, config)
+        return Launch(grid=(base.grid[0] * config["cluster_k"], *base.grid[1:]), block=base.block, shared_mem=0)
+
+
 SIMT = SimtFusedBlock()
 TENSOR_CORE = TensorCoreFusedBlock()
-FAMILIES = [SIMT, TENSOR_CORE]
+CLUSTER = ClusterFusedBlock()
+FAMILIES = [SIMT, TENSOR_CORE, CLUSTER]
