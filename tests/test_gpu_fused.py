@@ -8,7 +8,7 @@ import pytest
 
 from autotune import codegen, compiler, kernels
 from autotune.searchspace import valid_configs
-from test_gpu_kernels import every_dtype_and_layout
+from test_gpu_kernels import _threads_per_channel, every_dtype_and_layout
 
 pytestmark = pytest.mark.gpu
 
@@ -36,8 +36,9 @@ def test_fused_blocks_match_reference(problem, arch):
     tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if clusters else set())
     assert {f.name for f in families} == {"fused_block"} | (tensor_cores if problem.dtype == "float16" else set())
     for family in families:
-        configs = [family.default_config(problem)]
-        configs += rng.sample(valid_configs(family, problem), RANDOM_CONFIGS)
+        valid = valid_configs(family, problem)
+        configs = [family.default_config(problem), *rng.sample(valid, RANDOM_CONFIGS),
+                   min(valid, key=_threads_per_channel(family, problem))]
         binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
         for config, binary in zip(configs, binaries):
             assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"

@@ -25,6 +25,14 @@ AWKWARD = [
 ]
 
 
+def _threads_per_channel(family, problem):
+    """Sort key: threads per block over the channels a block owns (ch_per_block or block_n)."""
+    def key(config):
+        channels = config.get("ch_per_block") or config.get("block_n") or 1
+        return (family.launch(problem, config).threads / channels, str(sorted(config.items())))
+    return key
+
+
 def every_dtype_and_layout(specs) -> list:
     return [Problem(**spec, dtype=dtype, layout=layout)
             for spec in specs for dtype in ("float32", "float16") for layout in ("nchw", "nhwc")]
@@ -36,8 +44,10 @@ def test_kernels_match_reference(problem, arch):
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     rng = random.Random(problem.key)
     for family in kernels.families_for(problem, arch):
-        configs = [family.default_config(problem)]
-        configs += rng.sample(valid_configs(family, problem), 12)
+        valid = valid_configs(family, problem)
+        # the default, a random sample, and the block with the fewest threads per channel it owns
+        # (cooperative loads and stores must still cover the whole tile)
+        configs = [family.default_config(problem), *rng.sample(valid, 12), min(valid, key=_threads_per_channel(family, problem))]
         for config in configs:
             src = codegen.render(family, problem, config)
             binary = compiler.compile_code(src.code, arch)
