@@ -257,7 +257,7 @@ def _base(layout, **kw):
 
 
 NHWC_OK = dict(vec=4, ch_per_block=32, tile_h=4, tile_w=8, out_h=1, out_w=1, adjacent_cols=False,
-               stage_input=False, unroll_rows=True, tiles_per_block=1)
+               stage_input=False, unroll_rows=True)
 NCHW_OK = dict(ch_per_block=2, tile_h=8, tile_w=32, out_h=2, out_w=2, vec=1, stage_input=False,
                unroll_rows=True)
 
@@ -269,8 +269,6 @@ def test_base_configs_are_valid():
 
 
 @pytest.mark.parametrize("problem_kw,change,words", [
-    (dict(), dict(tiles_per_block=2), "needs stage_input"),
-    (dict(H=8, W=8), dict(tiles_per_block=4, stage_input=True, tile_h=4, tile_w=8), "beyond the image's tiles"),
     (dict(C=36), dict(vec=8), "vec=8 does not divide C=36"),
     (dict(C=30, dtype="float32"), dict(vec=4), "vec=4 does not divide C=30"),
     (dict(C=35), dict(vec=2), "does not divide"),
@@ -339,6 +337,5 @@ def test_accepted_configs_respect_the_limits(family):
             elif cfg["stage_input"]:
                 assert problem.W % cfg["vec"] == 0
             gx, gy, gz = launch.grid
-            tiles = gx * cfg.get("tiles_per_block", 1)          # NHWC blocks may run several tiles
-            assert tiles * cfg["tile_h"] * cfg["tile_w"] >= problem.H_out * problem.W_out
+            assert gx * cfg["tile_h"] * cfg["tile_w"] >= problem.H_out * problem.W_out
             assert gy * cfg["ch_per_block"] >= problem.C and gz == problem.N

@@ -110,7 +110,7 @@ def test_seeds_from_similar_problems_are_measured_first(tmp_path):
     near, far = PROBLEM.replace(N=8), PROBLEM.replace(N=1, H=28, W=28)
     other_kind = PROBLEM.replace(stride=2)
     good = {"vec": 8, "ch_per_block": 32, "tile_h": 4, "tile_w": 8, "out_h": 2, "out_w": 1,
-            "adjacent_cols": False, "stage_input": True, "unroll_rows": True, "tiles_per_block": 1}
+            "adjacent_cols": False, "stage_input": True, "unroll_rows": True}
     for problem, config in ((near, good), (far, dict(good, tile_h=2)), (other_kind, dict(good, tile_h=8))):
         store.add_problem(problem)
         store.add_trial(gid, problem, depthwise.NHWC.name, config, OK, time_us=1.0)

@@ -38,12 +38,6 @@ def _rows_in_flight(rows: int) -> int:
     return min(rows, 2 + rows // 2)
 
 
-def _tiles_per_block(cfg) -> int:
-    """NHWC output tiles a block runs one after another (configurations stored before the parameter
-    existed mean 1)."""
-    return cfg.get("tiles_per_block", 1)
-
-
 def _check_tile(problem, cfg, min_tile_w: int) -> str | None:
     if cfg["tile_h"] % cfg["out_h"] or cfg["tile_w"] % cfg["out_w"]:
         return "tile not divisible by outputs per thread"
@@ -85,7 +79,6 @@ class DepthwiseFamily:
                 "adjacent_cols": (False, True),
                 "stage_input": (False, True),
                 "unroll_rows": (True, False),
-                "tiles_per_block": (1, 2, 4),
             }
         return {
             "ch_per_block": (1, 2, 4, 8, 16),
@@ -116,16 +109,9 @@ class DepthwiseFamily:
                 return "ch_per_block not a multiple of vec"
             if cpb > max(8, vec, _next_pow2(problem.C)):
                 return "ch_per_block larger than the channel count"
-            tiles = _tiles_per_block(cfg)
-            if tiles > 1 and not cfg["stage_input"]:
-                return "tiles_per_block > 1 pipelines staged tiles: needs stage_input"
-            if tiles > 1 and tiles > ceil_div(problem.H_out, cfg["tile_h"]) * ceil_div(problem.W_out, cfg["tile_w"]):
-                return f"tiles_per_block={tiles} beyond the image's tiles (pruned)"
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
             weights_direct = self._weights_in_registers(problem, cfg) and not cfg["stage_input"]
-            buffers = 2 if tiles > 1 else 1          # the next tile is staged while this one computes
-            shared = (0 if weights_direct else 4 * k * k * cpb) + \
-                (buffers * in_h * in_w * cpb * item if cfg["stage_input"] else 0)
+            shared = (0 if weights_direct else 4 * k * k * cpb) + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
             # accumulators, the input rows in flight (unrolled, later rows' loads run ahead), the bias
             row_cols = (cfg["out_w"] - 1) * s + k if cfg["adjacent_cols"] else cfg["out_w"] * k
             # Staged rows come from shared memory close to their use: about k // 2 rows are live at
@@ -166,8 +152,7 @@ class DepthwiseFamily:
         if self.layout == "nhwc":
             return {"vec": _nhwc_vector_widths(problem)[-1], "ch_per_block": min(32, max(8, _next_pow2(problem.C))),
                     "tile_h": min(2, _next_pow2(problem.H_out)), "tile_w": min(4, _next_pow2(problem.W_out)),
-                    "out_h": 1, "out_w": 1, "adjacent_cols": False, "stage_input": False, "unroll_rows": True,
-                    "tiles_per_block": 1}
+                    "out_h": 1, "out_w": 1, "adjacent_cols": False, "stage_input": False, "unroll_rows": True}
         return {"ch_per_block": 1, "tile_h": 1, "tile_w": min(32, max(4, _next_pow2(problem.W_out))),
                 "out_h": 1, "out_w": 1, "vec": 1, "stage_input": False, "unroll_rows": True}
 
@@ -184,7 +169,6 @@ class DepthwiseFamily:
         else:
             params["WEIGHTS_IN_REGS"] = self._weights_in_registers(problem, cfg)
             params["ADJACENT"] = cfg["adjacent_cols"]
-            params["TILES_PER_BLOCK"] = _tiles_per_block(cfg)
         return params
 
     def divisors(self, problem, cfg) -> dict:
@@ -201,9 +185,8 @@ class DepthwiseFamily:
         w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
         per_c = cfg["ch_per_block"] // cfg["vec"] if self.layout == "nhwc" else cfg["ch_per_block"]
         threads = per_c * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
-        tiles = ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"])
-        per_block = _tiles_per_block(cfg) if self.layout == "nhwc" else 1
-        grid = (ceil_div(tiles, per_block), ceil_div(p.C, cfg["ch_per_block"]), p.N)
+        grid = (ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"]),
+                ceil_div(p.C, cfg["ch_per_block"]), p.N)
         return Launch(grid=grid, block=(threads, 1, 1), shared_mem=0)
 
 
