@@ -12,6 +12,7 @@ nearest on another GPU of the same compute capability, then the family's safe de
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import warnings
 
@@ -46,7 +47,11 @@ class TunedKernel:
             *(ctypes.addressof(self._args) + getattr(_KernelArgs, name).offset for name, _ in _KernelArgs._fields_))
         self._fn = None
         p = problem
-        self._x_shapes = {p.input_shape, (p.N, p.C, p.H, p.W)}
+        # Accepted shapes of x and y, each with the element strides that store it in the problem's
+        # layout (NHWC data may also come as an NCHW-shaped channels_last tensor, as torch keeps it).
+        self._x_layouts = _layouts(p.layout, p.N, p.C, p.H, p.W)
+        self._y_layouts = _layouts(p.layout, p.N, p.C_out, p.H_out, p.W_out)
+        self._grid, self._block = self.launch.grid, self.launch.block
 
     def __repr__(self):
         return f"TunedKernel({self.problem.key!r}, {self.family.name}, {self.config}, fallback={self.fallback!r})"
@@ -60,13 +65,16 @@ class TunedKernel:
 
     def __call__(self, x, w, bias=None, out=None):
         p = self.problem
-        torch_like = hasattr(x, "data_ptr")
-        if tuple(x.shape) not in self._x_shapes:
-            raise ValueError(f"x: shape {tuple(x.shape)} does not match {p.input_shape} of {p.key}")
-        if not _dense_in_layout(x, p.layout):
-            raise ValueError(f"x: not densely stored in {p.layout.upper()} order")
-        if out is not None and not _dense_in_layout(out, p.layout):
-            raise ValueError(f"out: not densely stored in {p.layout.upper()} order")
+        torch_like = type(x) is not _cupy().ndarray and hasattr(x, "data_ptr")
+        for name, a, layouts, shape in (("x", x, self._x_layouts, p.input_shape),
+                                        ("out", out, self._y_layouts, p.output_shape)):
+            if a is None:
+                continue
+            strides = layouts.get(tuple(a.shape))
+            if strides is None:
+                raise ValueError(f"{name}: shape {tuple(a.shape)} does not match {shape} of {p.key}")
+            if not _stored_at(a, strides, p.itemsize):
+                raise ValueError(f"{name}: not densely stored in {p.layout.upper()} order")
         if p.bias and bias is None:
             raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
         if out is None:
@@ -75,29 +83,68 @@ class TunedKernel:
         a = self._args
         a.x, a.w, a.y = _pointer(x), _pointer(w), _pointer(out)
         a.bias = _pointer(bias) if bias is not None else 0
-        (gx, gy, gz), (bx, by, bz) = self.launch.grid, self.launch.block
-        _driver().launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
-                               _current_stream(torch_like, x), ctypes.addressof(self._arg_ptrs), 0)
+        (gx, gy, gz), (bx, by, bz) = self._grid, self._block
+        _cupy().driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
+                                    _current_stream(torch_like, x), ctypes.addressof(self._arg_ptrs), 0)
         return out
 
 
-def _driver():
-    from cupy_backends.cuda.api import driver
-    return driver
+class _CupyParts:
+    """The pieces of CuPy a call uses, imported once: an import statement on every call costs host time."""
+
+    def __init__(self):
+        import cupy
+        from cupy_backends.cuda.api import driver
+        self.ndarray, self.driver, self.get_current_stream = cupy.ndarray, driver, cupy.cuda.get_current_stream
 
 
-def _dense_in_layout(a, layout: str) -> bool:
-    """Torch tensors may be NCHW-shaped channels_last views; anything else must be C-contiguous."""
-    if hasattr(a, "is_contiguous"):
-        if layout == "nhwc" and a.dim() == 4 and not a.is_contiguous():
-            import torch
-            return a.is_contiguous(memory_format=torch.channels_last)
-        return a.is_contiguous()
-    flags = getattr(a, "flags", None)
-    return flags is None or bool(flags.c_contiguous)
+_CUPY = None
+
+
+def _cupy() -> _CupyParts:
+    global _CUPY
+    if _CUPY is None:
+        _CUPY = _CupyParts()
+    return _CUPY
+
+
+def _c_strides(shape) -> tuple:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
+
+
+def _layouts(layout: str, n: int, c: int, h: int, w: int) -> dict:
+    """{shape: element strides} of an activation stored densely in `layout`."""
+    if layout == "nchw":
+        return {(n, c, h, w): _c_strides((n, c, h, w))}
+    # NHWC as such, then as an NCHW-shaped channels_last view (insertion order: the former wins a tie)
+    return {(n, h, w, c): _c_strides((n, h, w, c)), **{(n, c, h, w): (h * w * c, 1, w * c, c)}}
+
+
+def _stored_at(a, strides: tuple, itemsize: int) -> bool:
+    """Whether the array's elements lie at these element strides (dimensions of size 1 may carry any)."""
+    if type(a) is _cupy().ndarray:                   # the common case first: byte strides
+        actual = a.strides
+        if actual == tuple(s * itemsize for s in strides):
+            return True
+        actual = tuple(s // itemsize for s in actual)
+    elif hasattr(a, "stride"):                       # torch: element strides
+        actual = tuple(a.stride())
+    else:
+        interface = getattr(a, "__cuda_array_interface__", None)
+        if interface is None:
+            return True                              # DLPack only: nothing to check here
+        given = interface.get("strides")             # None: C-contiguous, by the interface's convention
+        actual = _c_strides(a.shape) if given is None else tuple(s // itemsize for s in given)
+    return all(x == s for x, s, n in zip(actual, strides, a.shape) if n > 1)
 
 
 def _pointer(a) -> int:
+    if type(a) is _cupy().ndarray:
+        return a.data.ptr
     if hasattr(a, "data_ptr"):                      # torch
         return a.data_ptr()
     data = getattr(a, "data", None)
@@ -125,10 +172,8 @@ def _empty_like_output(x, p: Problem, torch_like: bool):
 def _current_stream(torch_like: bool, x) -> int:
     """The raw handle of the stream the caller is on: torch's for torch tensors, else CuPy's."""
     if torch_like:
-        import torch
-        return torch._C._cuda_getCurrentRawStream(x.device.index)
-    import cupy
-    return cupy.cuda.get_current_stream().ptr
+        return sys.modules["torch"]._C._cuda_getCurrentRawStream(x.device.index)   # a tensor: torch is loaded
+    return _cupy().get_current_stream().ptr
 
 
 def current_gpu(device_id: int | None = None) -> dict:

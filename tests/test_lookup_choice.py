@@ -61,3 +61,34 @@ def test_different_kind_of_problem_is_not_reused(store):
 def test_no_database():
     family, config, fallback = choose(TUNED, None, H200)
     assert family is depthwise.NHWC and fallback.startswith("default")
+
+
+def test_activations_must_lie_in_the_problem_layout():
+    """An NHWC kernel takes NHWC-shaped dense data or an NCHW-shaped channels_last view of it, never
+    NCHW-ordered data that merely has the NCHW shape (it would read the wrong elements)."""
+    from autotune.lookup import _layouts, _stored_at
+
+    class Interface:            # __cuda_array_interface__ with C-contiguous (None) or explicit strides
+        def __init__(self, shape, strides=None):
+            self.shape = shape
+            self.__cuda_array_interface__ = {"shape": shape, "strides": strides, "typestr": "<f2",
+                                             "data": (0, False), "version": 3}
+
+    class Tensor:               # torch-like: element strides from stride()
+        def __init__(self, shape, strides):
+            self.shape, self._strides = shape, strides
+
+        def stride(self):
+            return self._strides
+
+    nhwc = _layouts("nhwc", 2, 8, 4, 5)
+    assert set(nhwc) == {(2, 4, 5, 8), (2, 8, 4, 5)}
+    assert _stored_at(Interface((2, 4, 5, 8)), nhwc[(2, 4, 5, 8)], 2)
+    assert not _stored_at(Interface((2, 8, 4, 5)), nhwc[(2, 8, 4, 5)], 2)           # NCHW data
+    assert _stored_at(Tensor((2, 8, 4, 5), (160, 1, 40, 8)), nhwc[(2, 8, 4, 5)], 2)  # channels_last
+    assert not _stored_at(Tensor((2, 8, 4, 5), (160, 20, 5, 1)), nhwc[(2, 8, 4, 5)], 2)
+    assert _stored_at(Interface((2, 4, 5, 8), (320, 80, 16, 2)), nhwc[(2, 4, 5, 8)], 2)       # bytes: dense
+    assert not _stored_at(Interface((2, 4, 5, 8), (640, 160, 32, 4)), nhwc[(2, 4, 5, 8)], 2)   # every other element
+    # a size-1 dimension may carry any stride
+    assert _stored_at(Tensor((1, 8, 1, 1), (8, 1, 1, 1)), _layouts("nhwc", 1, 8, 1, 1)[(1, 8, 1, 1)], 2)
+    assert set(_layouts("nchw", 2, 8, 4, 5)) == {(2, 8, 4, 5)}
