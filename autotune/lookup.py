@@ -120,8 +120,10 @@ def _layouts(layout: str, n: int, c: int, h: int, w: int) -> dict:
     """{shape: element strides} of an activation stored densely in `layout`."""
     if layout == "nchw":
         return {(n, c, h, w): _c_strides((n, c, h, w))}
-    # NHWC as such, then as an NCHW-shaped channels_last view (insertion order: the former wins a tie)
-    return {(n, h, w, c): _c_strides((n, h, w, c)), **{(n, c, h, w): (h * w * c, 1, w * c, c)}}
+    # NHWC as such, and as an NCHW-shaped channels_last view unless both shapes are the same (C == H == W)
+    out = {(n, c, h, w): (h * w * c, 1, w * c, c)}
+    out[(n, h, w, c)] = _c_strides((n, h, w, c))
+    return out
 
 
 def _stored_at(a, strides: tuple, itemsize: int) -> bool:

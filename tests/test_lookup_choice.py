@@ -92,3 +92,5 @@ def test_activations_must_lie_in_the_problem_layout():
     # a size-1 dimension may carry any stride
     assert _stored_at(Tensor((1, 8, 1, 1), (8, 1, 1, 1)), _layouts("nhwc", 1, 8, 1, 1)[(1, 8, 1, 1)], 2)
     assert set(_layouts("nchw", 2, 8, 4, 5)) == {(2, 8, 4, 5)}
+    # C == H == W: the two shapes coincide, and the NHWC data's own strides win
+    assert _layouts("nhwc", 2, 20, 20, 20) == {(2, 20, 20, 20): (8000, 400, 20, 1)}
