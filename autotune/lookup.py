@@ -65,12 +65,6 @@ class TunedKernel:
             self._fn = load_function(compiler.compile_code(source.code, self.arch), self.family.entry)
         return self._fn
 
-    @staticmethod
-    def _at_dense_strides(a, ndarray, byte_strides: dict, element_strides: dict) -> bool:
-        if type(a) is ndarray:
-            return a.strides == byte_strides.get(a.shape)
-        return hasattr(a, "stride") and a.stride() == element_strides.get(a.shape)    # torch
-
     def _check(self, name: str, a, layouts: dict, shape: tuple):
         strides = layouts.get(tuple(a.shape))
         if strides is None:
@@ -82,11 +76,10 @@ class TunedKernel:
         p = self.problem
         cupy_parts = _cupy()
         torch_like = type(x) is not cupy_parts.ndarray and hasattr(x, "data_ptr")
-        # The common cases cost a dict lookup per array: CuPy arrays or torch tensors at exactly the
-        # dense strides. Anything else gets the general checks (and their errors).
-        if not self._at_dense_strides(x, cupy_parts.ndarray, self._x_bytes, self._x_layouts):
+        # The common case costs two dict lookups: CuPy arrays at exactly the dense byte strides.
+        if torch_like or type(x) is not cupy_parts.ndarray or x.strides != self._x_bytes.get(x.shape):
             self._check("x", x, self._x_layouts, p.input_shape)
-        if out is not None and not self._at_dense_strides(out, cupy_parts.ndarray, self._y_bytes, self._y_layouts):
+        if out is not None and (type(out) is not cupy_parts.ndarray or out.strides != self._y_bytes.get(out.shape)):
             self._check("out", out, self._y_layouts, p.output_shape)
         if p.bias and bias is None:
             raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
