@@ -182,7 +182,7 @@ def _empty_like_output(x, p: Problem, torch_like: bool):
 def _current_stream(torch_like: bool, x) -> int:
     """The raw handle of the stream the caller is on: torch's for torch tensors, else CuPy's."""
     if torch_like:
-        return sys.modules["torch"]._C._cuda_getCurrentRawStream(x.get_device())   # a tensor: torch is loaded
+        return sys.modules["torch"]._C._cuda_getCurrentRawStream(x.device.index)   # a tensor: torch is loaded
     return _cupy().get_current_stream().ptr
 
 
