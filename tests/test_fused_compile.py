@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from autotune import codegen, compiler
+from autotune import codegen, compiler, kernels
 from autotune.kernels import MAX_REGISTERS_PER_THREAD, fused
 from autotune.problem import Problem
 from autotune.searchspace import invalid_reason, valid_configs
@@ -35,16 +35,12 @@ def cases():
     return out
 
 
-def supported(family, arch) -> bool:
-    return getattr(family, "min_sm", 0) <= int(arch[3:])
-
-
 @functools.lru_cache(maxsize=None)
 def compiled(arch):
     """Each case's binary for `arch`, or None where its family needs a newer arch (clusters: sm_90)."""
-    todo = [(p, f, c) for p, f, c in cases() if supported(f, arch)]
+    todo = [(p, f, c) for p, f, c in cases() if kernels.supports(f, arch)]
     binaries = iter(compiler.compile_many([codegen.render(f, p, c).code for p, f, c in todo], arch, jobs=2))
-    return [next(binaries) if supported(f, arch) else None for _, f, _ in cases()]
+    return [next(binaries) if kernels.supports(f, arch) else None for _, f, _ in cases()]
 
 
 def test_both_families_and_both_ops_are_covered():
@@ -55,7 +51,7 @@ def test_both_families_and_both_ops_are_covered():
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_valid_configurations_compile_within_their_resources(arch):
-    assert sum(b is not None for b in compiled(arch)) == sum(supported(f, arch) for _, f, _ in cases())
+    assert sum(b is not None for b in compiled(arch)) == sum(kernels.supports(f, arch) for _, f, _ in cases())
     for (p, family, config), binary in zip(cases(), compiled(arch)):
         if binary is None:
             continue
@@ -104,5 +100,4 @@ def test_cluster_split_of_the_hidden_channels():
     assert "__cluster_dims__" not in plain and "constexpr int CLUSTER_K = 1;" in plain
     # 18 chunks of 32 hidden channels over 8 blocks: shares of 3 leave two blocks idle
     assert "idle" in cl.check(deep, {**config, "cluster_k": 8})
-    from autotune import kernels
     assert cl in kernels.families_for(deep, "sm_90") and cl not in kernels.families_for(deep, "sm_80")

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from autotune import codegen, compiler, kernels
+from autotune.kernels import fused
 from autotune.searchspace import valid_configs
 from test_gpu_kernels import _threads_per_channel, every_dtype_and_layout
 
@@ -32,7 +33,7 @@ def test_fused_blocks_match_reference(problem, arch):
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     rng = random.Random(problem.key)
     families = kernels.families_for(problem, arch)
-    clusters = int(arch[3:]) >= 90 and problem.hidden >= 32       # two hidden chunks to share
+    clusters = kernels.supports(fused.CLUSTER, arch) and problem.hidden >= 32       # two hidden chunks to share
     tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if clusters else set())
     assert {f.name for f in families} == {"fused_block"} | (tensor_cores if problem.dtype == "float16" else set())
     for family in families:

@@ -74,6 +74,20 @@ def resource_violation(threads: int, shared_bytes: int, registers: int, min_thre
     return None
 
 
+def clustered(launch: Launch, cluster_k: int) -> Launch:
+    """`launch` with each block replaced by a cluster of cluster_k blocks, consecutive along x (the
+    templates' __cluster_dims__(CLUSTER_K, 1, 1)): they share one tile and split its reduction."""
+    return Launch(grid=(launch.grid[0] * cluster_k, *launch.grid[1:]), block=launch.block,
+                  shared_mem=launch.shared_mem)
+
+
+def idle_in_cluster(units: int, cluster_k: int) -> bool:
+    """Whether splitting `units` (K slices, hidden chunks) into contiguous shares over a cluster's
+    blocks, as the templates do, leaves a block without any."""
+    share = ceil_div(units, cluster_k)
+    return ceil_div(units, share) < cluster_k
+
+
 def scalar_args(problem, ldx=None, ldy=None) -> tuple:
     """The int32 arguments after the four pointers, in kernel-signature order."""
     p = problem
@@ -86,11 +100,15 @@ def families():
     return [*depthwise.FAMILIES, *pointwise.FAMILIES, *fused.FAMILIES]
 
 
+def supports(family, arch: str) -> bool:
+    """Whether `arch` ("sm_90", "compute_90") runs the family (its `min_sm`, when it has one:
+    thread-block clusters need sm_90)."""
+    return getattr(family, "min_sm", 0) <= int(arch.split("_")[-1])
+
+
 def families_for(problem, arch: str | None = None):
-    """The families that run `problem`; with an arch ("sm_90", "compute_90"), only those it supports
-    (a family's `min_sm`, when it has one: thread-block clusters need sm_90)."""
-    sm = None if arch is None else int(arch.split("_")[-1])
-    return [f for f in families() if f.applies(problem) and (sm is None or getattr(f, "min_sm", 0) <= sm)]
+    """The families that run `problem`; with an arch, only those it supports."""
+    return [f for f in families() if f.applies(problem) and (arch is None or supports(f, arch))]
 
 
 def family_named(name: str):

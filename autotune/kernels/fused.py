@@ -9,7 +9,7 @@ avoids that and costs registers.
 from __future__ import annotations
 
 from ..searchspace import space_violation
-from . import MAX_SHARED_BYTES, Launch, ceil_div, resource_violation
+from . import MAX_SHARED_BYTES, Launch, ceil_div, clustered, idle_in_cluster, resource_violation
 
 _TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
 _REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's temporaries
@@ -104,13 +104,16 @@ class _FusedBlock:
                                   self.registers(problem, config), min_threads=32)
 
     def default_config(self, problem) -> dict:
+        for config in self._default_candidates():
+            if self.check(problem, config) is None:
+                return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def _default_candidates(self):
         for bn in (64, 32, 16):
             for tile in ("4x4", "2x8", "1x16"):
                 for kc in (32, 16):
-                    config = {"tile": tile, "kc": kc, "block_n": bn, **self._default_threads(bn)}
-                    if self.check(problem, config) is None:
-                        return config
-        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+                    yield {"tile": tile, "kc": kc, "block_n": bn, **self._default_threads(bn)}
 
     def _check_tiling(self, config) -> str | None:
         return None
@@ -219,27 +222,20 @@ class ClusterFusedBlock(TensorCoreFusedBlock):
         if reason:
             return reason
         chunks = ceil_div(problem.hidden, config["kc"])
-        if ceil_div(chunks, ceil_div(chunks, config["cluster_k"])) < config["cluster_k"]:
+        if idle_in_cluster(chunks, config["cluster_k"]):
             return f"cluster_k={config['cluster_k']} blocks for {chunks} hidden chunks leave some idle"
         return None
 
     def applies(self, problem) -> bool:
         return super().applies(problem) and problem.hidden >= 32       # two chunks of 16 to share
 
-    def default_config(self, problem) -> dict:
+    def _default_candidates(self):
         for cluster_k in (2, 4, 8):
-            for bn in (64, 32, 16):
-                for tile in ("4x4", "2x8", "1x16"):
-                    for kc in (16, 32):
-                        config = {"tile": tile, "kc": kc, "block_n": bn, "cluster_k": cluster_k,
-                                  **self._default_threads(bn)}
-                        if self.check(problem, config) is None:
-                            return config
-        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+            for candidate in super()._default_candidates():
+                yield {**candidate, "cluster_k": cluster_k}
 
     def launch(self, problem, config) -> Launch:
-        base = super().launch(problem, config)
-        return Launch(grid=(base.grid[0] * config["cluster_k"], *base.grid[1:]), block=base.block, shared_mem=0)
+        return clustered(super().launch(problem, config), config["cluster_k"])
 
 
 SIMT = SimtFusedBlock()

@@ -15,7 +15,7 @@ check() accepts any valid width. Widths valid for C stay valid for strides padde
 """
 from __future__ import annotations
 
-from . import Launch, ceil_div, resource_violation
+from . import Launch, ceil_div, clustered, idle_in_cluster, resource_violation
 
 VECTOR_BYTES = 16
 VEC_PARAMS = ("vec_x", "vec_w", "vec_y")
@@ -342,9 +342,10 @@ class ClusterPointwise(TensorCorePointwise):
         rows = c["block_m"] if problem.layout == "nhwc" else c["block_n"]
         if rows % c["cluster_k"]:
             return f"cluster_k={c['cluster_k']} does not divide the tile's {rows} output rows"
-        share = ceil_div(ceil_div(problem.C, c["block_k"]), c["cluster_k"])
-        if ceil_div(problem.C, share * c["block_k"]) < c["cluster_k"]:
-            return f"cluster_k={c['cluster_k']} blocks for {ceil_div(problem.C, c['block_k'])} K slices leave some idle"
+        k_tiles = ceil_div(problem.C, c["block_k"])
+        if idle_in_cluster(k_tiles, c["cluster_k"]):
+            return f"cluster_k={c['cluster_k']} blocks for {k_tiles} K slices leave some idle"
+        share = ceil_div(k_tiles, c["cluster_k"])
         if c["stages"] > 1 and c["stages"] > share:
             return f"stages={c['stages']} > {share} K slices per block (pruned)"
         return None
@@ -354,8 +355,7 @@ class ClusterPointwise(TensorCorePointwise):
             yield {**candidate, "cluster_k": 2}
 
     def launch(self, problem, config) -> Launch:
-        base = super().launch(problem, config)
-        return Launch(grid=(base.grid[0] * config["cluster_k"], *base.grid[1:]), block=base.block, shared_mem=0)
+        return clustered(super().launch(problem, config), config["cluster_k"])
 
 
 SIMT_FAMILY = SimtPointwise()
