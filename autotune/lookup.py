@@ -77,7 +77,7 @@ class TunedKernel:
         cupy_parts = _cupy()
         torch_like = type(x) is not cupy_parts.ndarray and hasattr(x, "data_ptr")
         # The common case costs two dict lookups: CuPy arrays at exactly the dense byte strides.
-        if torch_like or type(x) is not cupy_parts.ndarray or x.strides != self._x_bytes.get(x.shape):
+        if type(x) is not cupy_parts.ndarray or x.strides != self._x_bytes.get(x.shape):
             self._check("x", x, self._x_layouts, p.input_shape)
         if out is not None and (type(out) is not cupy_parts.ndarray or out.strides != self._y_bytes.get(out.shape)):
             self._check("out", out, self._y_layouts, p.output_shape)
@@ -134,11 +134,8 @@ def _layouts(layout: str, n: int, c: int, h: int, w: int) -> dict:
 
 def _stored_at(a, strides: tuple, itemsize: int) -> bool:
     """Whether the array's elements lie at these element strides (dimensions of size 1 may carry any)."""
-    if type(a) is _cupy().ndarray:                   # the common case first: byte strides
-        actual = a.strides
-        if actual == tuple(s * itemsize for s in strides):
-            return True
-        actual = tuple(s // itemsize for s in actual)
+    if type(a) is _cupy().ndarray:                   # byte strides (the exact match was tried by the caller)
+        actual = tuple(s // itemsize for s in a.strides)
     elif hasattr(a, "stride"):                       # torch: element strides
         actual = tuple(a.stride())
         if actual == strides:
