@@ -47,10 +47,41 @@ def test_kernels_match_reference(problem, arch):
         valid = valid_configs(family, problem)
         # the default, a random sample, and the block with the fewest threads per channel it owns
         # (cooperative loads and stores must still cover the whole tile)
-        configs = [family.default_config(problem), *rng.sample(valid, 12), min(valid, key=_threads_per_channel(family, problem))]
+        configs = [family.default_config(problem), *rng.sample(valid, min(12, len(valid))),
+                   min(valid, key=_threads_per_channel(family, problem))]
         for config in configs:
             src = codegen.render(family, problem, config)
             binary = compiler.compile_code(src.code, arch)
             fn = load_function(binary, family.entry)
             ok, err = verify(fn, family.launch(problem, config), data)
             assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+# The streaming pointwise family walks several pixel tiles per block only where the pixels are many:
+# shapes big enough for every `tiles` value, with a partial last tile and channels off the vector width.
+STREAMING = [
+    dict(op="pw", N=8, C=24, H=57, W=61, C_out=144, act="relu6"),     # 16 tiles per block fit
+    dict(op="pw", N=2, C=36, H=71, W=53, C_out=22, act="none", bias=False),
+    dict(op="pw", N=5, C=16, H=45, W=47, C_out=96, act="relu"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in STREAMING],
+                         ids=lambda p: p.key)
+def test_streaming_pointwise_matches_reference(problem, arch):
+    from autotune.kernels.pointwise import STREAM_FAMILY as family
+    from autotune.runner import ProblemData, verify, load_function
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    valid = valid_configs(family, problem)
+    configs = [family.default_config(problem)]
+    for name, values in family.space_values.items():      # every value of every parameter that fits
+        for value in values:
+            matching = [c for c in valid if c[name] == value]
+            if matching:
+                configs.append(rng.choice(matching))
+    assert {c["tiles"] for c in configs} == {c["tiles"] for c in valid} and max(c["tiles"] for c in valid) >= 4
+    for config in configs:
+        binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from autotune import codegen, compiler, kernels
-from autotune.kernels.pointwise import CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, TC_FAMILY
+from autotune.kernels.pointwise import CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, STREAM_FAMILY, TC_FAMILY
 from autotune.problem import Problem
 from autotune.searchspace import invalid_reason, valid_configs
 
@@ -25,6 +25,13 @@ GRID_PROBLEMS = [
     dict(N=1, C=36, H=9, W=10, C_out=20, dtype="float32", layout="nhwc", act="relu6", bias=False),  # vec 4
     dict(N=3, C=18, H=5, W=5, C_out=6, dtype="float32", layout="nchw", act="relu", bias=True),      # vec 1 / 2
     dict(N=2, C=576, H=7, W=7, C_out=64, dtype="float16", layout="nhwc", act="none", bias=True),    # long K
+]
+# For the streaming family only: weights small enough to stay in shared memory, pixels enough for 16 tiles per block.
+STREAM_PROBLEMS = [
+    dict(N=8, C=64, H=64, W=64, C_out=48, dtype="float16", layout="nhwc", act="relu6", bias=True),
+    dict(N=8, C=24, H=64, W=64, C_out=144, dtype="float16", layout="nhwc", act="none", bias=False),
+    dict(N=2, C=36, H=32, W=32, C_out=22, dtype="float16", layout="nhwc", act="relu", bias=True),  # vec 4, vec_y 2
+    dict(N=8, C=16, H=64, W=64, C_out=32, dtype="float16", layout="nhwc", act="relu6", bias=True),  # 256-pixel tiles fit
 ]
 
 # A spread of shapes for default_config() and launch(): odd channel counts, tiny images, batch 1.
@@ -49,7 +56,8 @@ def _grid():
     rng = random.Random(0)
     cases = []
     for family in FAMILIES:
-        problems = [p for p in (Problem(op="pw", **spec) for spec in GRID_PROBLEMS) if family.applies(p)]
+        specs = GRID_PROBLEMS + (STREAM_PROBLEMS if family is STREAM_FAMILY else [])
+        problems = [p for p in (Problem(op="pw", **spec) for spec in specs) if family.applies(p)]
         valid = {p: valid_configs(family, p) for p in problems}
         wanted = [(name, v) for name, values in family.space_values.items() for v in values]
         wanted += [(name, v) for name in ("vec_x", "vec_w", "vec_y") for v in (1, 2, 4, 8)]
@@ -95,7 +103,7 @@ def test_grid_covers_every_parameter_value():
             assert set(values) <= seen, f"{family.name}.{name}: {sorted(set(values) - seen)} never compiled"
         widths = {c[v] for _, c in cases for v in ("vec_x", "vec_w", "vec_y")}
         assert widths == {1, 2, 4, 8}, widths
-        assert {p.layout for p, _ in cases} == {"nchw", "nhwc"}
+        assert {p.layout for p, _ in cases} == ({"nhwc"} if family is STREAM_FAMILY else {"nchw", "nhwc"})
         assert {p.act for p, _ in cases} == {"none", "relu", "relu6"}
         assert {p.bias for p, _ in cases} == {True, False}
         assert {p.dtype for p, _ in cases} == ({"float32", "float16"} if family is SIMT_FAMILY else {"float16"})
@@ -134,6 +142,10 @@ def test_default_config_is_valid(problem):
         assert 32 <= launch.threads <= 1024 and launch.shared_mem == 0
         rows = problem.N * problem.H * problem.W if problem.layout == "nhwc" else problem.H * problem.W
         gx, gy, gz = launch.grid
+        if family is STREAM_FAMILY:        # each block streams up to `tiles` pixel tiles, all channels
+            tiles = -(-rows // config["block_m"])
+            assert (gy, gz) == (1, 1) and gx * config["tiles"] >= tiles > (gx - 1) * config["tiles"]
+            continue
         cluster = config.get("cluster_k", 1)       # a cluster's blocks are consecutive along x, one tile
         assert gx % cluster == 0
         gx //= cluster
@@ -149,7 +161,13 @@ def test_applies():
     assert SIMT_FAMILY.applies(pw16) and SIMT_FAMILY.applies(pw32) and not SIMT_FAMILY.applies(dw)
     assert TC_FAMILY.applies(pw16) and not TC_FAMILY.applies(pw32) and not TC_FAMILY.applies(dw)
     assert TC_FAMILY.check(pw32, TC_FAMILY.default_config(pw16)) is not None
-    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc", "pointwise_tc_cluster"}
+    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc", "pointwise_tc_cluster", "pointwise_tc_stream"}
+    # streaming: fp16 NHWC, and only while the weights fit in shared memory beside a tile ring
+    nhwc = pw16.replace(layout="nhwc")
+    assert STREAM_FAMILY.applies(nhwc) and not STREAM_FAMILY.applies(pw16.replace(layout="nchw"))
+    assert not STREAM_FAMILY.applies(nhwc.replace(dtype="float32"))
+    assert STREAM_FAMILY.applies(nhwc.replace(C=192, C_out=32)) and not STREAM_FAMILY.applies(nhwc.replace(C=384, C_out=64))
+    assert STREAM_FAMILY.exact_channels and not getattr(TC_FAMILY, "exact_channels", False)
     # clusters: sm_90 and newer, and a K of at least two k16 slices to share
     wide = pw16.replace(C=64)
     assert CLUSTER_FAMILY.applies(wide) and not CLUSTER_FAMILY.applies(pw16) and not CLUSTER_FAMILY.applies(pw32)
@@ -250,9 +268,10 @@ class _Size:
 
 
 def test_launch_uses_only_arithmetic():
-    for family in FAMILIES:
-        for layout in ("nchw", "nhwc"):
-            p = BIG16.replace(layout=layout, C_out=100, H=9, W=11)
+    for layout in ("nchw", "nhwc"):
+        p = BIG16.replace(layout=layout, C=64, C_out=100, H=9, W=11)
+        assert STREAM_FAMILY in kernels.families_for(p) or layout == "nchw"
+        for family in kernels.families_for(p):
             config = family.default_config(p)
             real = family.launch(p, config)
 

@@ -39,17 +39,17 @@ def parse_variants(header: str) -> list[dict]:
     """The kVariants rows of the generated header."""
     body = header[header.index("kVariants[] = {"):]
     rows = re.findall(r'\{"([^"]*)", kOP_(\w+), (\d+), (\d+), (\d+), kACT_(\w+), kACT_(\w+), (\d+), kDTYPE_(\w+), '
-                      r'kFORMAT_(\w+),\s*\{([\d, ]+)\},\s*\{([\d, ]+)\}, (\d+), "([^"]*)",\s*"([^"]*)", ([\d.e+-]+), '
-                      r'(\d+), geometry_(\d+), args_(\d+)\}', body)
+                      r'kFORMAT_(\w+),\s*\{([\d, ]+)\},\s*\{([\d, ]+)\}, (true|false), (\d+), "([^"]*)",\s*"([^"]*)", '
+                      r'([\d.e+-]+), (\d+), geometry_(\d+), args_(\d+)\}', body)
     out = []
     for r in rows:
         divisors = dict(zip(("C", "C_out", "W", "W_out", "HW"), (int(x) for x in r[11].split(","))))
         out.append(dict(gpu=r[0], op=r[1].lower(), k=int(r[2]), stride=int(r[3]), padding=int(r[4]),
                         act=r[5].lower(), act2=r[6].lower(), expansion=int(r[7]), dtype=r[8].lower(), fmt=r[9],
                         dims=[int(x) for x in r[10].split(",")], divisors={n: m for n, m in divisors.items() if m > 1},
-                        tactic=int(r[12]), family=r[13], config=eval(r[14]), time_us=float(r[15]), kernel=int(r[16]),
-                        index=int(r[17])))
-        assert r[17] == r[18]
+                        exact=r[12] == "true", tactic=int(r[13]), family=r[14], config=eval(r[15]),
+                        time_us=float(r[16]), kernel=int(r[17]), index=int(r[18])))
+        assert r[18] == r[19]
     return out
 
 
@@ -103,6 +103,8 @@ def test_header_embeds_exactly_the_selected_variants(db, header):  # noqa: F811
             assert r["gpu"] == gid and (r["stride"], r["padding"]) == (p.stride, p.padding)
             assert r["divisors"] == {n: m for n, m in kernels.family_named(v.family).divisors(p, v.config).items()
                                      if m > 1}
+            assert r["exact"] == getattr(kernels.family_named(v.family), "exact_channels", False) == (p.op != "dw" and (
+                p.op != "pw" or v.family == "pointwise_tc_stream"))
             assert r["time_us"] == pytest.approx(v.time_us)
             key, entry, sm = images[r["kernel"]]
             family = kernels.family_named(v.family)

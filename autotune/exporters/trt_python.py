@@ -16,8 +16,8 @@ TensorRT >= 10 and its `tensorrt.plugin` AOT API) registers "autotune::dw_conv2d
   - the int32 extra arguments N, C, H, W, C_out, H_out, W_out, ldx, ldy (kernel-signature order).
 Weights and bias are plugin inputs (a block's flat, its stages concatenated); the compile-time
 attributes (kernel, stride, padding, act, and for blocks act2, C_out, expansion) select the variant.
-A block's kernel is compiled for its channel counts, so its variants serve only those (N, H and W
-may vary). Formats: LINEAR (NCHW kernels), HWC (fp32 NHWC kernels), HWC8 (fp16 NHWC kernels, channel
+A block's kernel, and a streaming pointwise one, is compiled for its channel counts, so its variants
+serve only those (N, H and W may vary). Formats: LINEAR (NCHW kernels), HWC (fp32 NHWC kernels), HWC8 (fp16 NHWC kernels, channel
 strides padded to a multiple of 8). Each tuned problem offers up to 3 variants as tactics: the best,
 then the next fastest verified trials.
 """
@@ -282,6 +282,7 @@ class PluginVariant:   # one exported variant, as both plugin exporters' templat
     fmt: str
     dims: dict
     divisors: dict     # runtime sizes the kernel needs divisible (family.divisors): checked before reuse
+    exact_channels: bool   # compiled for dims' C and C_out (family.exact_channels): serves only those
     rank: int
     family: str
     config: str        # a Python dict literal
@@ -316,6 +317,7 @@ def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
                     act=problem.act, act2=problem.act2, expansion=problem.expansion, dtype=problem.dtype, fmt=v.fmt,
                     dims={n: getattr(problem, n) for n in SIZE_NAMES},
                     divisors={n: m for n, m in family.divisors(problem, v.config).items() if m > 1},
+                    exact_channels=getattr(family, "exact_channels", False),
                     rank=v.rank, family=v.family,
                     config=repr(v.config), time_us=v.time_us,
                     source=codegen.render(family, problem, v.config).code, entry=family.entry,

@@ -17,6 +17,9 @@ Every family module defines `FAMILIES`, a list of objects with this interface:
     launch(problem, config) -> Launch
                                    grid/block/dynamic shared memory; written with +, *, // only on
                                    the problem's sizes so that symbolic sizes can flow through it
+    exact_channels: bool           (optional, default False) compiled for the problem's C and C_out:
+                                   an exporter's kernel serves only those (lookup recompiles for
+                                   each shape anyway)
     min_sm: int                    (optional) the oldest arch it compiles for, e.g. 90; families_for()
                                    leaves it out for older targets
     divisors(problem, config) -> dict

@@ -35,6 +35,7 @@ def weight_copy_width(problem, tensor_cores: bool) -> int:
 
 
 class _FusedBlock:
+    exact_channels = True     # compiled for its channel counts
     template = "fused_block.cu.j2"
     entry = "fused_block"
     tensor_cores = False

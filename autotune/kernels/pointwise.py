@@ -52,6 +52,7 @@ class _Pointwise:
     entry = "pw_conv2d"
     params: tuple = ()
     space_values: dict = {}
+    flag_params: tuple = ()     # parameters that are 0/1 switches rather than sizes
 
     def applies(self, problem) -> bool:
         return problem.op == "pw"
@@ -72,8 +73,8 @@ class _Pointwise:
             return f"unknown parameter(s): {', '.join(unknown)}"
         for p in self.params:
             v = config[p]
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                return f"{p}={v!r} must be a positive integer"
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if p in self.flag_params else 1):
+                return f"{p}={v!r} must be a {'0 or 1 flag' if p in self.flag_params else 'positive integer'}"
         return None
 
     def _check_space(self, config):
@@ -358,7 +359,119 @@ class ClusterPointwise(TensorCorePointwise):
         return clustered(super().launch(problem, config), config["cluster_k"])
 
 
+class StreamingPointwise(_Pointwise):
+    """NHWC fp16 tensor-core GEMM for the memory-bound layers: weights stay in shared memory while each
+    block streams `tiles` pixel tiles (block_m pixels x all channels) through a `stages`-deep cp.async
+    ring, so loads of the next tiles overlap the math and stores of this one, x is read once and the
+    weights once per block. Compiled for its channel counts: all C_out columns are one block tile,
+    warps_m x warps_n warps split it. stage_y = 1 stores through a per-warp shared scratch (vec_y
+    halves per store), 0 straight from the accumulator fragments (2 halves per store).
+    """
+    name = "pointwise_tc_stream"
+    template = "pointwise_tc_stream.cu.j2"
+    exact_channels = True
+    params = ("block_m", "warps_m", "warps_n", "stages", "tiles", "stage_y", *VEC_PARAMS)
+    space_values = {
+        "block_m": (16, 32, 64, 128, 256),
+        "warps_m": (1, 2, 4, 8),
+        "warps_n": (1, 2, 4),
+        "stages": (2, 3, 4),
+        "tiles": (1, 2, 4, 8, 16),
+        "stage_y": (0, 1),
+    }
+    flag_params = ("stage_y",)
+    SKEW = 8
+
+    MIN_BLOCKS = 100      # fewer blocks than this idle SMs on the GPUs we target: more tiles per block is pruned
+
+    def applies(self, problem) -> bool:
+        """fp16 NHWC pointwise whose weights fit in shared memory beside the smallest tile ring."""
+        return (problem.op == "pw" and problem.dtype == "float16" and problem.layout == "nhwc"
+                and self.default_config(problem) is not None)
+
+    @staticmethod
+    def block_n(problem, config) -> int:
+        return _round_up(problem.C_out, 8 * config["warps_n"])
+
+    def threads(self, config):
+        return config["warps_m"] * config["warps_n"] * 32
+
+    def shared_bytes(self, problem, config):
+        c, ld = config, _round_up(problem.C, 16) + self.SKEW
+        scratch = c["warps_m"] * c["warps_n"] * 16 * (self.block_n(problem, c) // c["warps_n"] + self.SKEW)
+        return 2 * (self.block_n(problem, c) * ld + c["stages"] * c["block_m"] * ld + (scratch if c["stage_y"] else 0))
+
+    def registers(self, problem, config):
+        """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) and
+        checked by tests/test_pointwise_compile.py."""
+        c = config
+        mt = c["block_m"] // c["warps_m"] // 16
+        nt = self.block_n(problem, c) // c["warps_n"] // 8
+        accumulators = 4 * mt * nt
+        x_copies = ceil_div(c["block_m"] * _round_up(problem.C, 16), c["vec_x"] * self.threads(c))
+        staged_stores = ceil_div(16 * nt * 8 // c["vec_y"], 32) if c["stage_y"] else 0    # per lane per m16 row
+        scalar_copies = 64 if c["vec_x"] == 1 else 0      # 2-byte copies go through registers, unrolled
+        return (accumulators + accumulators // 4 + 8 * mt + 3 * nt + 4 * min(x_copies, 8)
+                + 6 * min(staged_stores, 8) + scalar_copies + 48)
+
+    def check(self, problem, config):
+        if not (problem.op == "pw" and problem.dtype == "float16" and problem.layout == "nhwc"):
+            return "the streaming kernel is for float16 NHWC pointwise problems"
+        reason = self._check_space(config)
+        if reason:
+            return reason
+        c = config
+        if c["block_m"] % (16 * c["warps_m"]):
+            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        if c["block_m"] // c["warps_m"] > 64:
+            return f"warp tile of {c['block_m'] // c['warps_m']} rows (at most 64: the fragments of more crowd out the accumulators)"
+        reason = self._check_vectors(problem, c)
+        if reason:
+            return reason
+        if c["warps_n"] > 1 and self.block_n(problem, c) - problem.C_out >= 8 * c["warps_n"] // 2:
+            return f"warps_n={c['warps_n']} pads {problem.C_out} output channels to {self.block_n(problem, c)} (pruned)"
+        reason = self._check_resources(problem, c)
+        if reason:
+            return reason
+        tiles = ceil_div(problem.N * problem.H * problem.W, c["block_m"])
+        if c["tiles"] > 1 and ceil_div(tiles, c["tiles"]) < self.MIN_BLOCKS:
+            return f"tiles={c['tiles']} per block leaves {ceil_div(tiles, c['tiles'])} blocks (pruned)"
+        if c["stages"] > 2 and c["stages"] > c["tiles"] + 1:
+            return f"stages={c['stages']} > tiles={c['tiles']} + 1 (pruned)"
+        return None
+
+    def _default_candidates(self):
+        for bm, wm in ((128, 4), (64, 4), (32, 2)):
+            for wn in (1, 2, 4):
+                yield dict(block_m=bm, warps_m=wm, warps_n=wn, stages=2, tiles=4, stage_y=1)
+                yield dict(block_m=bm, warps_m=wm, warps_n=wn, stages=2, tiles=1, stage_y=0)
+
+    def default_config(self, problem) -> dict | None:
+        """The first candidate that fits, or None where the weights leave no room (applies() is then False)."""
+        for candidate in self._default_candidates():
+            config = {**candidate, **{name: widest_vector(problem, name) for name in VEC_PARAMS}}
+            if self.check(problem, config) is None:
+                return config
+        return None
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those
+
+    def launch(self, problem, config) -> Launch:
+        tiles = ceil_div(problem.N * problem.H * problem.W, config["block_m"])
+        return Launch(grid=(ceil_div(tiles, config["tiles"]), 1, 1), block=(self.threads(config), 1, 1))
+
+    def template_params(self, problem, config):
+        c = config
+        return {
+            "C": problem.C, "C_OUT": problem.C_out, "BLOCK_M": c["block_m"], "BLOCK_N": self.block_n(problem, c),
+            "WARPS_M": c["warps_m"], "WARPS_N": c["warps_n"], "STAGES": c["stages"], "TILES": c["tiles"],
+            "STAGE_Y": bool(c["stage_y"]), "VEC_X": c["vec_x"], "VEC_W": c["vec_w"], "VEC_Y": c["vec_y"],
+        }
+
+
 SIMT_FAMILY = SimtPointwise()
 TC_FAMILY = TensorCorePointwise()
 CLUSTER_FAMILY = ClusterPointwise()
-FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY]
+STREAM_FAMILY = StreamingPointwise()
+FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY, STREAM_FAMILY]
