@@ -72,26 +72,42 @@ class TunedKernel:
         if not _stored_at(a, strides, self.problem.itemsize):
             raise ValueError(f"{name}: not densely stored in {self.problem.layout.upper()} order")
 
+    @staticmethod
+    def _at_dense_strides(a, ndarray, byte_strides: dict, element_strides: dict) -> bool:
+        """The common cases, a dict lookup each: a CuPy array or a torch tensor at exactly the strides
+        of the problem's layout. Anything else gets the general checks (and their errors)."""
+        if type(a) is ndarray:
+            return a.strides == byte_strides.get(a.shape)
+        stride = getattr(a, "stride", None)                 # torch: element strides
+        return stride is not None and stride() == element_strides.get(a.shape)
+
     def __call__(self, x, w, bias=None, out=None):
         p = self.problem
         cupy_parts = _cupy()
-        torch_like = type(x) is not cupy_parts.ndarray and hasattr(x, "data_ptr")
-        # The common case costs two dict lookups: CuPy arrays at exactly the dense byte strides.
-        if type(x) is not cupy_parts.ndarray or x.strides != self._x_bytes.get(x.shape):
+        ndarray = cupy_parts.ndarray
+        if not self._at_dense_strides(x, ndarray, self._x_bytes, self._x_layouts):
             self._check("x", x, self._x_layouts, p.input_shape)
-        if out is not None and (type(out) is not cupy_parts.ndarray or out.strides != self._y_bytes.get(out.shape)):
+        if out is not None and not self._at_dense_strides(out, ndarray, self._y_bytes, self._y_layouts):
             self._check("out", out, self._y_layouts, p.output_shape)
         if p.bias and bias is None:
             raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
+        torch_like = type(x) is not ndarray and hasattr(x, "data_ptr")
+        if torch_like:
+            device = x.get_device()
+            if device < 0:
+                raise ValueError("x: a CPU tensor; the kernel needs it on the GPU")
+            stream = _torch_stream(device)
+        else:
+            stream = cupy_parts.get_current_stream().ptr
         if out is None:
             out = _empty_like_output(x, p, torch_like)
         fn = self._fn or self._function()
         a = self._args
-        a.x, a.w, a.y = _pointer(x), _pointer(w), _pointer(out)
-        a.bias = _pointer(bias) if bias is not None else 0
+        a.x, a.w, a.y = _pointer(x, ndarray), _pointer(w, ndarray), _pointer(out, ndarray)
+        a.bias = _pointer(bias, ndarray) if bias is not None else 0
         (gx, gy, gz), (bx, by, bz) = self._grid, self._block
         cupy_parts.driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
-                                    _current_stream(torch_like, x), ctypes.addressof(self._arg_ptrs), 0)
+                                       stream, ctypes.addressof(self._arg_ptrs), 0)
         return out
 
 
@@ -149,8 +165,8 @@ def _stored_at(a, strides: tuple, itemsize: int) -> bool:
     return all(x == s for x, s, n in zip(actual, strides, a.shape) if n > 1)
 
 
-def _pointer(a) -> int:
-    if type(a) is _cupy().ndarray:
+def _pointer(a, ndarray) -> int:
+    if type(a) is ndarray:
         return a.data.ptr
     if hasattr(a, "data_ptr"):                      # torch
         return a.data_ptr()
@@ -176,11 +192,15 @@ def _empty_like_output(x, p: Problem, torch_like: bool):
     return cupy.empty(p.output_shape, dtype=p.dtype)
 
 
-def _current_stream(torch_like: bool, x) -> int:
-    """The raw handle of the stream the caller is on: torch's for torch tensors, else CuPy's."""
-    if torch_like:
-        return sys.modules["torch"]._C._cuda_getCurrentRawStream(x.device.index)   # a tensor: torch is loaded
-    return _cupy().get_current_stream().ptr
+_TORCH_RAW_STREAM = None
+
+
+def _torch_stream(device: int) -> int:
+    """The raw handle of torch's current stream on a device (torch is loaded: the caller holds a tensor)."""
+    global _TORCH_RAW_STREAM
+    if _TORCH_RAW_STREAM is None:
+        _TORCH_RAW_STREAM = sys.modules["torch"]._C._cuda_getCurrentRawStream
+    return _TORCH_RAW_STREAM(device)
 
 
 def current_gpu(device_id: int | None = None) -> dict:

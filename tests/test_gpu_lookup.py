@@ -72,6 +72,15 @@ def test_torch_tensors_on_current_stream(tuned_db):
     assert y.is_contiguous(memory_format=torch.channels_last)
     ok, err = compare(y.permute(0, 2, 3, 1).cpu().numpy(), reference(tuned, **host), tuned.dtype)
     assert ok, err
+    # the plain [N,H,W,C] shape into a given output, poisoned first
+    out = torch.full((tuned.N, tuned.H_out, tuned.W_out, tuned.C), float("nan"), dtype=x.dtype, device="cuda")
+    assert k(x, w, b, out=out) is out
+    ok, err = compare(out.cpu().numpy(), reference(tuned, **host), tuned.dtype)
+    assert ok, err
+    with pytest.raises(ValueError, match="not densely stored"):
+        k(x_cl.contiguous(), w, b)                               # NCHW order in an NCHW shape
+    with pytest.raises(ValueError, match="CPU"):
+        k(x.cpu(), w, b)
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
