@@ -10,7 +10,9 @@ as torchvision's InvertedResidual) and depthwise -> 1x1 chains inside any nn.Seq
 BatchNorm into its conv, and replaces the block with a module that runs it through
 `autotune.lookup` on torch's current stream, without copying tensors. The lookup happens at the
 first call with each input shape, dtype and layout; an untuned shape falls back as lookup does and
-says so once. Everything else in the model is left as it is.
+says so once. The other convolutions stay PyTorch's, but a BatchNorm right after one of them in a
+Sequential is folded into it too (MobileNetV2's stem and last 1x1: one pass over their outputs
+less each). Everything else in the model is left as it is.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ def optimize(model: nn.Module, db=None, inplace: bool = False) -> nn.Module:
         raise ValueError("optimize: call model.eval() first (BatchNorm is folded with its running statistics)")
     model = model if inplace else copy.deepcopy(model)
     model.autotune_blocks = _replace_blocks(model, db)
+    model.autotune_folded = _fold_batchnorms(model)
     return model
 
 
@@ -126,9 +129,42 @@ def _folded(conv, bn):
     w = _numpy(conv.weight)
     b = _numpy(conv.bias) if conv.bias is not None else np.zeros(w.shape[0])
     if bn is not None:
-        w, b = fold_batchnorm(w, b, _numpy(bn.weight), _numpy(bn.bias), _numpy(bn.running_mean),
-                              _numpy(bn.running_var), bn.eps)
+        n = bn.num_features
+        gamma = _numpy(bn.weight) if bn.weight is not None else np.ones(n)     # affine=False: 1 and 0
+        beta = _numpy(bn.bias) if bn.bias is not None else np.zeros(n)
+        w, b = fold_batchnorm(w, b, gamma, beta, _numpy(bn.running_mean), _numpy(bn.running_var), bn.eps)
     return w.reshape(-1), b
+
+
+def _foldable(conv, bn) -> bool:
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels
+            and bn.running_mean is not None and bn.running_var is not None)
+
+
+def _fold_batchnorms(module: nn.Module) -> int:
+    """Folds every BatchNorm2d that directly follows a Conv2d in a Sequential (outside the tuned blocks,
+    which fold their own) into that conv, leaving an Identity in its place. Returns how many."""
+    folded = 0
+    if isinstance(module, nn.Sequential):
+        children = list(module.children())
+        for i in range(len(children) - 1):
+            conv, bn = children[i], children[i + 1]
+            if not _foldable(conv, bn):
+                continue
+            w, b = _folded(conv, bn)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(w.reshape(conv.weight.shape)))   # keeps dtype and memory format
+                bias = torch.from_numpy(b).to(device=conv.weight.device, dtype=conv.weight.dtype)
+                if conv.bias is None:
+                    conv.bias = nn.Parameter(bias, requires_grad=False)
+                else:
+                    conv.bias.copy_(bias)
+            module[i + 1] = nn.Identity()
+            folded += 1
+    for child in module.children():
+        if not isinstance(child, TunedBlock):
+            folded += _fold_batchnorms(child)
+    return folded
 
 
 def _block(stages, residual: bool):

@@ -11,8 +11,9 @@ def _randomize_batchnorm(model):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+            if m.affine:
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.2, 0.2)
 
 
 def _worst(out, ref, rtol):
@@ -35,7 +36,11 @@ def test_mobilenet_v2_matches(tmp_path, dtype, layout):
         with torch.no_grad():
             out, ref = fast(x), net(x)
     assert fast.autotune_blocks == 17 and sum(isinstance(m, at.TunedBlock) for m in fast.modules()) == 17
+    # the stem's and the last 1x1's BatchNorms are folded into their (PyTorch) convs
+    assert fast.autotune_folded == 2 and isinstance(fast.features[0][1], torch.nn.Identity)
+    assert isinstance(fast.features[18][1], torch.nn.Identity) and fast.features[0][0].bias is not None
     assert not hasattr(net, "autotune_blocks")            # the original is untouched
+    assert isinstance(net.features[0][1], torch.nn.BatchNorm2d) and net.features[0][0].bias is None
     rtol = 8 * (2e-3 if dtype == torch.float16 else 1e-5)    # 8x a kernel's tolerance over ~50 layers
     assert _worst(out, ref, rtol) <= 1.0
 
@@ -58,6 +63,26 @@ def test_sequential_depthwise_pointwise_chain(tmp_path):
     assert fast.autotune_blocks == 1 and isinstance(fast[2], at.TunedBlock)
     assert fast[2].fields["op"] == "dwpw" and fast[2].fields["act"] == "relu" and fast[2].fields["act2"] == "relu6"
     assert _worst(out, ref, 2e-3) <= 1.0
+
+
+def test_batchnorm_after_other_convs_is_folded():
+    import autotune.torch as at
+    nn = torch.nn
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+                          nn.Conv2d(16, 8, 3, stride=2), nn.BatchNorm2d(8, affine=False),
+                          nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))).eval()
+    _randomize_batchnorm(model)
+    model = model.cuda()
+    fast = at.optimize(model)
+    x = torch.rand(2, 3, 17, 19, device="cuda")
+    with torch.no_grad():
+        out, ref = fast(x), model(x)
+    assert fast.autotune_blocks == 0 and fast.autotune_folded == 3
+    assert [type(m).__name__ for m in fast[:5]] == ["Conv2d", "Identity", "ReLU6", "Conv2d", "Identity"]
+    assert isinstance(fast[5][1], nn.Identity)
+    assert _worst(out, ref, 1e-5) <= 1.0
 
 
 def test_training_model_is_refused():
