@@ -11,8 +11,9 @@ BatchNorm into its conv, and replaces the block with a module that runs it throu
 `autotune.lookup` on torch's current stream, without copying tensors. The lookup happens at the
 first call with each input shape, dtype and layout; an untuned shape falls back as lookup does and
 says so once. The other convolutions stay PyTorch's, but a BatchNorm right after one of them in a
-Sequential is folded into it too (MobileNetV2's stem and last 1x1: one pass over their outputs
-less each). Everything else in the model is left as it is.
+Sequential is folded into it too, and a ReLU/ReLU6 after that joins it in a `ConvAct` (MobileNetV2's
+stem and last 1x1: the BatchNorm's and the bias's passes over their outputs are gone). Everything
+else in the model is left as it is.
 """
 from __future__ import annotations
 
@@ -141,9 +142,33 @@ def _foldable(conv, bn) -> bool:
             and bn.running_mean is not None and bn.running_var is not None)
 
 
+class ConvAct(nn.Module):
+    """A PyTorch conv (BatchNorm folded in) and the ReLU or ReLU6 after it. On float16 CUDA tensors it runs
+    as cuDNN's fused conv + bias + ReLU (then an in-place clamp at 6 for ReLU6): PyTorch alone adds
+    the bias in a separate pass over the output, and the activation in another."""
+
+    def __init__(self, conv: nn.Conv2d, act: str):
+        super().__init__()
+        self.conv, self.act = conv, act
+        c = conv
+        self._fusable = c.padding_mode == "zeros" and not isinstance(c.padding, str) and c.bias is not None
+
+    def extra_repr(self):
+        return f"act={self.act}"
+
+    def forward(self, x):
+        c = self.conv
+        if self._fusable and x.is_cuda and x.dtype == torch.float16:
+            y = torch.cudnn_convolution_relu(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+            return y.clamp_max_(6.0) if self.act == "relu6" else y
+        y = c(x)
+        return torch.clamp(y, 0.0, 6.0) if self.act == "relu6" else torch.relu(y)
+
+
 def _fold_batchnorms(module: nn.Module) -> int:
     """Folds every BatchNorm2d that directly follows a Conv2d in a Sequential (outside the tuned blocks,
-    which fold their own) into that conv, leaving an Identity in its place. Returns how many."""
+    which fold their own) into that conv, leaving an Identity in its place; a ReLU or ReLU6 right after
+    joins the conv in a ConvAct. Returns how many BatchNorms were folded."""
     folded = 0
     if isinstance(module, nn.Sequential):
         children = list(module.children())
@@ -160,6 +185,10 @@ def _fold_batchnorms(module: nn.Module) -> int:
                 else:
                     conv.bias.copy_(bias)
             module[i + 1] = nn.Identity()
+            act = _activation(children[i + 2]) if i + 2 < len(children) else None
+            if act:
+                module[i] = ConvAct(conv, act)
+                module[i + 2] = nn.Identity()
             folded += 1
     for child in module.children():
         if not isinstance(child, TunedBlock):

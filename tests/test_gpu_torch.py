@@ -37,8 +37,11 @@ def test_mobilenet_v2_matches(tmp_path, dtype, layout):
             out, ref = fast(x), net(x)
     assert fast.autotune_blocks == 17 and sum(isinstance(m, at.TunedBlock) for m in fast.modules()) == 17
     # the stem's and the last 1x1's BatchNorms are folded into their (PyTorch) convs
-    assert fast.autotune_folded == 2 and isinstance(fast.features[0][1], torch.nn.Identity)
-    assert isinstance(fast.features[18][1], torch.nn.Identity) and fast.features[0][0].bias is not None
+    # the stem's and the last 1x1's BatchNorms are folded into their (PyTorch) convs, ReLU6 joins them
+    assert fast.autotune_folded == 2
+    for i in (0, 18):
+        assert isinstance(fast.features[i][0], at.ConvAct) and fast.features[i][0].act == "relu6"
+        assert [type(m) for m in fast.features[i][1:]] == [torch.nn.Identity, torch.nn.Identity]
     assert not hasattr(net, "autotune_blocks")            # the original is untouched
     assert isinstance(net.features[0][1], torch.nn.BatchNorm2d) and net.features[0][0].bias is None
     rtol = 8 * (2e-3 if dtype == torch.float16 else 1e-5)    # 8x a kernel's tolerance over ~50 layers
@@ -80,9 +83,16 @@ def test_batchnorm_after_other_convs_is_folded():
     with torch.no_grad():
         out, ref = fast(x), model(x)
     assert fast.autotune_blocks == 0 and fast.autotune_folded == 3
-    assert [type(m).__name__ for m in fast[:5]] == ["Conv2d", "Identity", "ReLU6", "Conv2d", "Identity"]
+    assert [type(m).__name__ for m in fast[:5]] == ["ConvAct", "Identity", "Identity", "Conv2d", "Identity"]
     assert isinstance(fast[5][1], nn.Identity)
     assert _worst(out, ref, 1e-5) <= 1.0
+    # float16 channels_last: ConvAct runs cuDNN's fused conv + bias + ReLU, then the clamp at 6
+    half, fast_half = model.half().to(memory_format=torch.channels_last), fast.half().to(memory_format=torch.channels_last)
+    xh = x.half().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out, ref = fast_half(xh), half(xh)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert _worst(out, ref, 4e-3) <= 1.0
 
 
 def test_training_model_is_refused():
