@@ -41,7 +41,7 @@ def test_mobilenet_v2_matches(tmp_path, dtype, layout):
     assert fast.autotune_folded == 2
     for i in (0, 18):
         assert isinstance(fast.features[i][0], at.ConvAct) and fast.features[i][0].act == "relu6"
-        assert [type(m) for m in fast.features[i][1:]] == [torch.nn.Identity, torch.nn.Identity]
+        assert [type(m) for m in list(fast.features[i])[1:]] == [torch.nn.Identity, torch.nn.Identity]
     assert not hasattr(net, "autotune_blocks")            # the original is untouched
     assert isinstance(net.features[0][1], torch.nn.BatchNorm2d) and net.features[0][0].bias is None
     rtol = 8 * (2e-3 if dtype == torch.float16 else 1e-5)    # 8x a kernel's tolerance over ~50 layers
