@@ -41,13 +41,19 @@ def common_params(problem: Problem) -> dict:
     return {
         "T": CUDA_TYPES[problem.dtype], "DTYPE": problem.dtype, "LAYOUT": problem.layout,
         "KSIZE": problem.k, "STRIDE": problem.stride, "PAD": problem.padding,
-        "HAS_BIAS": problem.bias, "ACT": problem.act, "ACT2": problem.act2,
+        "HAS_BIAS": problem.bias, "ACT": problem.act, "ACT2": problem.act2, "ADD_RESIDUAL": False,
     }
 
 
-def render(family, problem: Problem, config: dict) -> KernelSource:
+def render(family, problem: Problem, config: dict, add_residual: bool = False) -> KernelSource:
+    """The kernel's source. With add_residual (families with `residual_epilogue`), it takes a 14th
+    argument laid out like y and adds it to the output: the last 1x1 of an inverted residual run
+    stage by stage, with the tuned configuration of the plain problem."""
+    if add_residual and not getattr(family, "residual_epilogue", False):
+        raise ValueError(f"{family.name} has no residual epilogue")
     params = common_params(problem)
     params.update(family.template_params(problem, config))
+    params["ADD_RESIDUAL"] = add_residual
     params["ENTRY"] = family.entry
     code = _environment().get_template(family.template).render(**params)
     return KernelSource(family.name, family.entry, code)

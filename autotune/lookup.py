@@ -27,9 +27,11 @@ _BLOCK_DEFAULTS = {"act2": "none", "expansion": 1}    # rows of databases from b
 
 
 class _KernelArgs(ctypes.Structure):
-    """The kernel's parameters, laid out for cuLaunchKernel: four pointers, then the int32 sizes."""
+    """The kernel's parameters for cuLaunchKernel: four pointers, the int32 sizes, then the residual (read
+    only by kernels rendered with add_residual: the driver takes as many parameters as the kernel has)."""
     _fields_ = [("x", ctypes.c_uint64), ("w", ctypes.c_uint64), ("bias", ctypes.c_uint64), ("y", ctypes.c_uint64)] + \
-               [(f"s{i}", ctypes.c_int32) for i in range(9)]   # N C H W C_out H_out W_out ldx ldy
+               [(f"s{i}", ctypes.c_int32) for i in range(9)] + \
+               [("residual", ctypes.c_uint64)]     # after N C H W C_out H_out W_out ldx ldy
 
 
 class TunedKernel:
@@ -38,11 +40,11 @@ class TunedKernel:
     Calls go straight to cuLaunchKernel with a parameter block prepared once, which keeps the host
     overhead of a call to a few microseconds."""
 
-    def __init__(self, problem: Problem, family, config: dict, arch: str, fallback: str):
+    def __init__(self, problem: Problem, family, config: dict, arch: str, fallback: str, add_residual: bool = False):
         self.problem, self.family, self.config, self.fallback = problem, family, config, fallback
-        self.arch = arch
+        self.arch, self.add_residual = arch, add_residual      # add_residual: y += the `residual` argument
         self.launch = family.launch(problem, config)
-        self._args = _KernelArgs(0, 0, 0, 0, *kernels.scalar_args(problem))
+        self._args = _KernelArgs(0, 0, 0, 0, *kernels.scalar_args(problem), 0)
         self._arg_ptrs = (ctypes.c_void_p * len(_KernelArgs._fields_))(
             *(ctypes.addressof(self._args) + getattr(_KernelArgs, name).offset for name, _ in _KernelArgs._fields_))
         self._fn = None
@@ -61,7 +63,7 @@ class TunedKernel:
     def _function(self):
         if self._fn is None:
             from .runner import load_function
-            source = codegen.render(self.family, self.problem, self.config)
+            source = codegen.render(self.family, self.problem, self.config, add_residual=self.add_residual)
             self._fn = load_function(compiler.compile_code(source.code, self.arch), self.family.entry)
         return self._fn
 
@@ -81,7 +83,7 @@ class TunedKernel:
         stride = getattr(a, "stride", None)                 # torch: element strides
         return stride is not None and stride() == element_strides.get(a.shape)
 
-    def __call__(self, x, w, bias=None, out=None):
+    def __call__(self, x, w, bias=None, out=None, residual=None):
         p = self.problem
         cupy_parts = _cupy()
         ndarray = cupy_parts.ndarray
@@ -89,6 +91,12 @@ class TunedKernel:
             self._check("x", x, self._x_layouts, p.input_shape)
         if out is not None and not self._at_dense_strides(out, ndarray, self._y_bytes, self._y_layouts):
             self._check("out", out, self._y_layouts, p.output_shape)
+        if (residual is None) == self.add_residual:
+            raise ValueError("residual: this kernel " + ("adds one: pass it" if self.add_residual else "adds none"))
+        if residual is not None:
+            if not self._at_dense_strides(residual, ndarray, self._y_bytes, self._y_layouts):
+                self._check("residual", residual, self._y_layouts, p.output_shape)
+            self._args.residual = _pointer(residual, ndarray)
         if p.bias and bias is None:
             raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
         torch_like = type(x) is not ndarray and hasattr(x, "data_ptr")
@@ -257,15 +265,18 @@ def lookup(problem: Problem | None = None, *, db=None, device: int | None = None
             store = None
         plan = plans.choose_plan(problem, store, gpu)
         if len(plan.steps) > 1:           # the block runs as several kernels
-            kernel = plans.BlockKernel(problem, [_tuned(s.problem, store, gpu) for s in plan.steps], plan)
+            last = len(plan.steps) - 1    # which adds an inverted residual's input, when it can
+            adds = problem.residual and plans.adds_residual(plan.steps[-1].problem)
+            kernel = plans.BlockKernel(problem, [_tuned(s.problem, store, gpu, add_residual=adds and i == last)
+                                                 for i, s in enumerate(plan.steps)], plan)
         else:
             kernel = _tuned(problem, store, gpu)
         _CACHE[key] = kernel
         return kernel
 
 
-def _tuned(problem: Problem, store, gpu) -> TunedKernel:
+def _tuned(problem: Problem, store, gpu, add_residual: bool = False) -> TunedKernel:
     family, config, fallback = choose(problem, store, gpu)
     if fallback != "exact":
         warnings.warn(f"autotune: {problem.key} is not tuned for {gpu['name']}; using {fallback}", stacklevel=3)
-    return TunedKernel(problem, family, config, gpu["arch"], fallback)
+    return TunedKernel(problem, family, config, gpu["arch"], fallback, add_residual=add_residual)

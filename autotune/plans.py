@@ -60,10 +60,18 @@ def plan_time(problem: Problem, steps, store, gpu: dict) -> float | None:
             return None
         total += row["time_us"]
     if problem.residual and len(steps) > 1:
+        # a last 1x1 adds the input in its epilogue (one more read); otherwise an add reads two, writes one
+        passes = 1 if adds_residual(steps[-1].problem) else 3
         info = store.gpu(gid)
-        total += 3 * problem.N * problem.C_out * problem.H_out * problem.W_out * problem.itemsize \
+        total += passes * problem.N * problem.C_out * problem.H_out * problem.W_out * problem.itemsize \
             / info["copy_bandwidth"] * 1e6
     return total
+
+
+def adds_residual(last: Problem) -> bool:
+    """Whether the last kernel of a several-kernel plan adds an inverted residual's input itself: the
+    1x1 families have a residual epilogue; a fused dwpw half does not."""
+    return any(getattr(f, "residual_epilogue", False) for f in kernels.families_for(last))
 
 
 def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
@@ -86,7 +94,8 @@ def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
 class BlockKernel:
     """A block run as several kernels (depth below its stage count): each step's tuned kernel on the
     caller's stream, the intermediates in fresh buffers, the flat weights and biases cut into the
-    steps' views, then the residual add."""
+    steps' views; an inverted residual's input is added by the last kernel (its residual epilogue) or,
+    where it has none, by an add after it."""
 
     def __init__(self, problem: Problem, step_kernels: list, plan: Plan):
         self.problem, self.kernels, self.plan = problem, step_kernels, plan
@@ -112,7 +121,10 @@ class BlockKernel:
         last = len(self.kernels) - 1
         for i, (kernel, ((w0, w1), shape, b)) in enumerate(zip(self.kernels, self._views)):
             sb = flat_b[b[0]:b[1]] if b is not None else None
-            t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out if i == last else None)
-        if self.problem.residual:
+            if i == last and kernel.add_residual:
+                t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out, residual=x)
+            else:
+                t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out if i == last else None)
+        if self.problem.residual and not self.kernels[last].add_residual:
             t += x
         return t

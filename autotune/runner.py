@@ -34,11 +34,14 @@ def load_function(binary: Binary, entry: str):
     return module.get_function(entry)   # the Function holds a reference to its module
 
 
-def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None):
+def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None,
+           residual=None):
+    """One launch; `residual` only for kernels rendered with add_residual."""
     cp = cupy()
     ptr = (lambda a: a.data.ptr if a is not None else 0)
     args = (np.uint64(ptr(x)), np.uint64(ptr(w)), np.uint64(ptr(bias)), np.uint64(ptr(y)),
-            *(np.int32(v) for v in kernels.scalar_args(problem, ldx, ldy)))
+            *(np.int32(v) for v in kernels.scalar_args(problem, ldx, ldy)),
+            *((np.uint64(ptr(residual)),) if residual is not None else ()))
     fn(launch_cfg.grid, launch_cfg.block, args, shared_mem=launch_cfg.shared_mem,
        stream=stream or cp.cuda.get_current_stream())
 

@@ -85,3 +85,28 @@ def test_streaming_pointwise_matches_reference(problem, arch):
         binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
         ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
         assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+@pytest.mark.parametrize("problem", [Problem(op="pw", N=3, C=40, H=13, W=11, C_out=24, act=act, dtype=dtype, layout=layout)
+                                     for dtype, layout, act in (("float16", "nhwc", "none"), ("float16", "nchw", "relu"),
+                                                                ("float32", "nhwc", "relu6"), ("float32", "nchw", "none"))],
+                         ids=lambda p: p.key)
+def test_residual_epilogue_matches_reference(problem, arch):
+    """Every pointwise family rendered with the residual epilogue: y = act(conv + bias) + residual."""
+    import cupy
+    import numpy as np
+    from autotune.reference import compare, random_inputs, reference
+    from autotune.runner import launch, load_function
+    rng = random.Random(problem.key)
+    host = random_inputs(problem, np.random.default_rng(5))
+    residual = np.random.default_rng(6).standard_normal(problem.output_shape).astype(problem.dtype)
+    want = reference(problem, **host) + residual.astype(np.float64)
+    x, w, b, r = (cupy.asarray(a) for a in (host["x"], host["w"], host["bias"], residual))
+    for family in kernels.families_for(problem, arch):
+        valid = valid_configs(family, problem)
+        for config in (family.default_config(problem), *rng.sample(valid, min(4, len(valid)))):
+            binary = compiler.compile_code(codegen.render(family, problem, config, add_residual=True).code, arch)
+            y = cupy.full(problem.output_shape, cupy.nan, dtype=problem.dtype)
+            launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
+            ok, err = compare(cupy.asnumpy(y), want, problem.dtype)
+            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"

@@ -108,6 +108,8 @@ def test_blocks_run_at_every_fusion_depth(tmp_path, layout):
         store.close()
         staged = autotune.lookup(block, db=tmp_path / f"depth{depth}.db")
         assert isinstance(staged, BlockKernel) and staged.plan.depth == depth
+        # three kernels: the last 1x1 adds the input itself; after the fused dwpw half an add does
+        assert staged.kernels[-1].add_residual == (depth == 1)
         _check(staged, block, cupy.asarray)
         torch = pytest.importorskip("torch")
         _check(staged, block, lambda a: torch.as_tensor(a, device="cuda") if a is not None else None)

@@ -282,3 +282,30 @@ def test_launch_uses_only_arithmetic():
             sym = family.launch(Sym, config)
             grid = tuple(g.v if isinstance(g, _Size) else g for g in sym.grid)
             assert grid == real.grid and sym.block == real.block
+
+
+RESIDUAL_PROBLEMS = [Problem(op="pw", N=2, C=96, H=14, W=14, C_out=24, dtype=dtype, layout=layout, act="none")
+                     for dtype in ("float16", "float32") for layout in ("nhwc", "nchw")]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_residual_epilogue_compiles(arch, tmp_path, monkeypatch):
+    """Every pointwise family renders and compiles with the residual epilogue (a 14th argument), without
+    spilling; the plain kernel keeps the 13-argument signature the exporters rely on."""
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path))
+    cases = [(f, p, c) for p in RESIDUAL_PROBLEMS for f in kernels.families_for(p, arch)
+             for c in (f.default_config(p), *random.Random(p.key).sample(valid_configs(f, p), 2))]
+    assert {f.name for f, _, _ in cases} == {f.name for f in FAMILIES if kernels.supports(f, arch)}
+    codes = [codegen.render(f, p, c, add_residual=True).code for f, p, c in cases]
+    for (f, p, c), code in zip(cases, codes):
+        assert "const T* __restrict__ residual)" in code and "residual)" not in codegen.render(f, p, c).code
+    for (f, p, c), binary in zip(cases, compiler.compile_many(codes, arch)):
+        assert not isinstance(binary, Exception), f"{f.name} {p.key} {c}: {binary}"
+        assert binary.spill_bytes == 0, f"{f.name} {p.key} {c}: spills {binary.spill_bytes} bytes"
+
+
+def test_residual_epilogue_only_where_a_family_has_one():
+    from autotune.kernels import depthwise
+    dw = Problem(op="dw", N=1, C=8, H=4, W=4, k=3)
+    with pytest.raises(ValueError, match="no residual epilogue"):
+        codegen.render(depthwise.NHWC, dw, depthwise.NHWC.default_config(dw), add_residual=True)

@@ -17,6 +17,8 @@ Every family module defines `FAMILIES`, a list of objects with this interface:
     launch(problem, config) -> Launch
                                    grid/block/dynamic shared memory; written with +, *, // only on
                                    the problem's sizes so that symbolic sizes can flow through it
+    residual_epilogue: bool        (optional, default False) the template can add a 14th argument,
+                                   laid out like y, to its output (codegen.render's add_residual)
     exact_channels: bool           (optional, default False) compiled for the problem's C and C_out:
                                    an exporter's kernel serves only those (lookup recompiles for
                                    each shape anyway)
@@ -33,6 +35,7 @@ All kernels share one signature, so runners and exporters need not know the fami
     entry(const T* x, const T* w, const T* bias, T* y,
           int N, int C, int H, int W, int C_out, int H_out, int W_out, int ldx, int ldy)
 
+(Kernels rendered with add_residual take `const T* residual` after ldy.)
 x, y are activations in the problem's layout; w uses PyTorch's layout; bias may be null when the
 problem has none. ldx / ldy are the element strides between neighbouring pixels in NHWC (C and C_out
 unless the channels are padded, as TensorRT's HWC8 does); NCHW kernels ignore them.

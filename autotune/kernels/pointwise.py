@@ -50,6 +50,7 @@ def widest_vector(problem, name) -> int:
 
 class _Pointwise:
     entry = "pw_conv2d"
+    residual_epilogue = True    # codegen.render(..., add_residual=True): y += a residual laid out like y
     params: tuple = ()
     space_values: dict = {}
     flag_params: tuple = ()     # parameters that are 0/1 switches rather than sizes
