@@ -385,10 +385,13 @@ class StreamingPointwise(_Pointwise):
 
     MIN_BLOCKS = 100      # fewer blocks than this idle SMs on the GPUs we target: more tiles per block is pruned
 
+    @staticmethod
+    def _kind(problem) -> bool:
+        return problem.op == "pw" and problem.dtype == "float16" and problem.layout == "nhwc"
+
     def applies(self, problem) -> bool:
         """fp16 NHWC pointwise whose weights fit in shared memory beside the smallest tile ring."""
-        return (problem.op == "pw" and problem.dtype == "float16" and problem.layout == "nhwc"
-                and self.default_config(problem) is not None)
+        return self._kind(problem) and self.default_config(problem) is not None
 
     @staticmethod
     def block_n(problem, config) -> int:
@@ -416,7 +419,7 @@ class StreamingPointwise(_Pointwise):
                 + 6 * min(staged_stores, 8) + scalar_copies + 48)
 
     def check(self, problem, config):
-        if not (problem.op == "pw" and problem.dtype == "float16" and problem.layout == "nhwc"):
+        if not self._kind(problem):
             return "the streaming kernel is for float16 NHWC pointwise problems"
         reason = self._check_space(config)
         if reason:
