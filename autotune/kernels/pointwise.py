@@ -275,8 +275,11 @@ class TensorCorePointwise(_Pointwise):
         fragments = 4 * mt + 2 * nt             # one k16 step of A and B
         x_copies, w_copies = self.copies_per_thread(c)
         addressing = 2 * (min(x_copies, 4) + min(w_copies, 4))     # copy loops are unrolled by <= 4
-        # ptxas also loads the next k16 step's fragments early and keeps partial products around: ~acc / 4
-        return accumulators + accumulators // 4 + fragments + addressing + 2 * c["stages"] + 40
+        # ptxas also loads the next k16 step's fragments early and keeps partial products around: ~acc / 4;
+        # a single-buffered slice lets it hoist more of the slice's loads, and k groups add their sums
+        unbuffered = 5 * (c["block_k"] // 16) if c["stages"] == 1 else 0
+        reduction = 16 * (self._split_k(c) - 1)
+        return accumulators + accumulators // 4 + fragments + addressing + 2 * c["stages"] + unbuffered + reduction + 40
 
     def check(self, problem, config):
         if not self.applies(problem):
