@@ -239,7 +239,125 @@ class ClusterFusedBlock(TensorCoreFusedBlock):
         return clustered(super().launch(problem, config), config["cluster_k"])
 
 
+class StreamingDwpw:
+    """fp16 NHWC depthwise + 1x1 (a dwpw block, or an inverted residual without expand or residual add)
+    in one kernel that streams output tiles past resident weights (templates/dwpw_stream.cu.j2).
+
+    The per-tile family above re-reads a chunk's weights for every tile and waits on each tile's loads;
+    for the wide early blocks (few channels, many pixels) each block here keeps all weights in shared
+    memory and walks `tiles` output tiles (all channels) through a `stages`-deep cp.async ring, so the
+    next tiles' loads overlap this one's depthwise and 1x1. Compiled for its channel counts: the 1x1
+    covers all C_out channels in one block tile, warps_m x warps_n warps split it.
+    """
+    name = "dwpw_stream"
+    template = "dwpw_stream.cu.j2"
+    entry = "fused_block"
+    exact_channels = True
+    space_values = {
+        "tile": ("2x8", "2x16", "4x8", "4x16", "8x8", "2x32", "8x16", "4x32"),
+        "warps_m": (1, 2, 4),
+        "warps_n": (1, 2),
+        "stages": (2, 3),
+        "tiles": (1, 2, 4, 8),
+    }
+    MIN_BLOCKS = 100      # as pointwise_tc_stream: fewer blocks than this idle SMs
+
+    @staticmethod
+    def _kind(problem) -> bool:
+        return (problem.dtype == "float16" and problem.layout == "nhwc"
+                and (problem.op == "dwpw" or (problem.op == "ir" and problem.expansion == 1 and not problem.residual)))
+
+    def applies(self, problem) -> bool:
+        return self._kind(problem) and self.default_config(problem) is not None
+
+    def space(self, problem) -> dict:
+        return dict(self.space_values)
+
+    tile = staticmethod(_FusedBlock.tile)
+
+    @staticmethod
+    def block_n(problem, config) -> int:
+        return _round_up(problem.C_out, 8 * config["warps_n"])
+
+    def threads(self, problem, config) -> int:
+        return 32 * config["warps_m"] * config["warps_n"]
+
+    def shared_bytes(self, problem, config) -> int:
+        th, tw = self.tile(config)
+        kp = _round_up(problem.hidden, 16)
+        ld, k, s = kp + 8, problem.k, problem.stride
+        in_pix = ((th - 1) * s + k) * ((tw - 1) * s + k)
+        halves = config["stages"] * in_pix * ld + th * tw * ld + self.block_n(problem, config) * ld
+        return 2 * halves + 4 * (k * k * kp + kp)
+
+    def registers(self, problem, config) -> int:
+        """Estimated registers per thread: an upper bound, fitted on ptxas (CUDA 13, sm_80 and sm_90) and
+        checked by tests/test_fused_compile.py."""
+        th, tw = self.tile(config)
+        mt = th * tw // config["warps_m"] // 16
+        nt = self.block_n(problem, config) // config["warps_n"] // 8
+        accumulators = 4 * mt * nt
+        return accumulators + accumulators // 4 + 4 * mt + 4 * nt + 2 * nt + _REGISTER_OVERHEAD + 24
+
+    def check(self, problem, config) -> str | None:
+        if not self._kind(problem):
+            return "the streaming dwpw kernel is for float16 NHWC dwpw blocks (or ir without expand and residual)"
+        reason = space_violation(self.space(problem), config)
+        if reason:
+            return reason
+        c = config
+        th, tw = self.tile(c)
+        if th * tw % (16 * c["warps_m"]):
+            return f"tile {c['tile']} is not warps_m={c['warps_m']} whole 16-pixel tiles"
+        if th * tw // c["warps_m"] > 64:
+            return f"warp tile of {th * tw // c['warps_m']} pixels (at most 64)"
+        if c["warps_n"] > 1 and self.block_n(problem, c) - problem.C_out >= 4 * c["warps_n"]:
+            return f"warps_n={c['warps_n']} pads {problem.C_out} output channels to {self.block_n(problem, c)} (pruned)"
+        reason = resource_violation(self.threads(problem, c), self.shared_bytes(problem, c),
+                                    self.registers(problem, c), min_threads=32)
+        if reason:
+            return reason
+        tiles = self._tile_count(problem, c)
+        if c["tiles"] > 1 and ceil_div(tiles, c["tiles"]) < self.MIN_BLOCKS:
+            return f"tiles={c['tiles']} per block leaves {ceil_div(tiles, c['tiles'])} blocks (pruned)"
+        if c["stages"] > 2 and c["stages"] > c["tiles"] + 1:
+            return f"stages={c['stages']} > tiles={c['tiles']} + 1 (pruned)"
+        return None
+
+    def default_config(self, problem) -> dict | None:
+        """The first candidate that fits, or None where the weights and tiles leave no room."""
+        for tile, wm in (("4x16", 4), ("2x16", 2), ("2x8", 1)):
+            for wn in (1, 2):
+                for tiles in (4, 1):
+                    config = dict(tile=tile, warps_m=wm, warps_n=wn, stages=2, tiles=tiles)
+                    if self.check(problem, config) is None:
+                        return config
+        return None
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those
+
+    def _tile_count(self, problem, config):
+        p = problem
+        th, tw = self.tile(config)
+        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+        return p.N * ceil_div(h_out, th) * ceil_div(w_out, tw)
+
+    def launch(self, problem, config) -> Launch:
+        return Launch(grid=(ceil_div(self._tile_count(problem, config), config["tiles"]), 1, 1),
+                      block=(self.threads(problem, config), 1, 1))
+
+    def template_params(self, problem, config) -> dict:
+        th, tw = self.tile(config)
+        return {"C": problem.hidden, "C_OUT": problem.C_out, "TILE_H": th, "TILE_W": tw,
+                "BLOCK_N": self.block_n(problem, config), "WARPS_M": config["warps_m"],
+                "WARPS_N": config["warps_n"], "STAGES": config["stages"], "TILES": config["tiles"],
+                "VEC": copy_width(problem)}
+
+
 SIMT = SimtFusedBlock()
 TENSOR_CORE = TensorCoreFusedBlock()
 CLUSTER = ClusterFusedBlock()
-FAMILIES = [SIMT, TENSOR_CORE, CLUSTER]
+STREAM = StreamingDwpw()
+FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, STREAM]
