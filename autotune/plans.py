@@ -121,10 +121,8 @@ class BlockKernel:
         last = len(self.kernels) - 1
         for i, (kernel, ((w0, w1), shape, b)) in enumerate(zip(self.kernels, self._views)):
             sb = flat_b[b[0]:b[1]] if b is not None else None
-            if i == last and kernel.add_residual:
-                t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out, residual=x)
-            else:
-                t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out if i == last else None)
+            residual = {"residual": x} if kernel.add_residual else {}     # only the last kernel adds it
+            t = kernel(t, flat_w[w0:w1].reshape(shape), sb, out=out if i == last else None, **residual)
         if self.problem.residual and not self.kernels[last].add_residual:
             t += x
         return t

@@ -136,14 +136,29 @@ class _Pointwise:
         grid = (ceil_div(rows, config["block_m"]), ceil_div(p.C_out, config["block_n"]), images)
         return Launch(grid=grid, block=(self.threads(config), 1, 1), shared_mem=0)  # shared memory is static
 
+    def _first_fit(self, problem, candidates) -> dict | None:
+        """The first candidate, with the widest vectors, that check() accepts; None if none does."""
+        for candidate in candidates:
+            config = {**candidate, **{name: widest_vector(problem, name) for name in VEC_PARAMS}}
+            if self.check(problem, config) is None:
+                return config
+        return None
+
     def default_config(self, problem) -> dict:
-        for candidate in self._default_candidates():
-            for stages in (candidate["stages"], 1):   # small C: one K slice, nothing to pipeline
-                config = {**candidate, "stages": stages,
-                          **{name: widest_vector(problem, name) for name in VEC_PARAMS}}
-                if self.check(problem, config) is None:
-                    return config
-        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # check() bug
+        # small C: one K slice, nothing to pipeline
+        config = self._first_fit(problem, ({**c, "stages": stages} for c in self._default_candidates()
+                                           for stages in (c["stages"], 1)))
+        if config is None:
+            raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # check() bug
+        return config
+
+    @staticmethod
+    def _check_warp_rows(config):
+        """The block's pixels split into whole m16 tiles per warp (tensor-core families)."""
+        c = config
+        if c["block_m"] % (16 * c["warps_m"]):
+            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        return None
 
 
 class SimtPointwise(_Pointwise):
@@ -291,8 +306,9 @@ class TensorCorePointwise(_Pointwise):
         c = config
         if c["block_k"] % (16 * c["split_k"]):
             return f"block_k={c['block_k']} is not split_k={c['split_k']} whole k16 steps per warp group"
-        if c["block_m"] % (16 * c["warps_m"]):
-            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        reason = self._check_warp_rows(c)
+        if reason:
+            return reason
         if c["block_n"] % (8 * c["warps_n"]):
             return f"block_n={c['block_n']} is not warps_n={c['warps_n']} whole n8 tiles"
         reason = self._check_vectors(problem, c)
@@ -428,8 +444,9 @@ class StreamingPointwise(_Pointwise):
         if reason:
             return reason
         c = config
-        if c["block_m"] % (16 * c["warps_m"]):
-            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        reason = self._check_warp_rows(c)
+        if reason:
+            return reason
         if c["block_m"] // c["warps_m"] > 64:
             return f"warp tile of {c['block_m'] // c['warps_m']} rows (at most 64: the fragments of more crowd out the accumulators)"
         reason = self._check_vectors(problem, c)
@@ -455,11 +472,7 @@ class StreamingPointwise(_Pointwise):
 
     def default_config(self, problem) -> dict | None:
         """The first candidate that fits, or None where the weights leave no room (applies() is then False)."""
-        for candidate in self._default_candidates():
-            config = {**candidate, **{name: widest_vector(problem, name) for name in VEC_PARAMS}}
-            if self.check(problem, config) is None:
-                return config
-        return None
+        return self._first_fit(problem, self._default_candidates())
 
     def divisors(self, problem, config) -> dict:
         return {}       # compiled for its channel counts: reused only for exactly those
