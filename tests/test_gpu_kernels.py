@@ -87,6 +87,38 @@ def test_streaming_pointwise_matches_reference(problem, arch):
         assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
 
 
+# The streaming depthwise family walks strips of up to 64 output rows through a ring of a few input
+# rows: tall images (the ring wraps many times), a partial last strip and column tile, weights in
+# shared memory (k=5 with 8 channels per thread), channels off the block.
+STREAMING_DW = [
+    dict(op="dw", N=2, C=40, H=67, W=70, k=3, stride=1, act="relu6"),
+    dict(op="dw", N=3, C=24, H=131, W=45, k=3, stride=2, act="relu", bias=False),
+    dict(op="dw", N=1, C=48, H=75, W=33, k=5, stride=1, act="none"),
+    dict(op="dw", N=1, C=16, H=90, W=20, k=7, stride=2, act="relu6"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype=dtype, layout="nhwc") for s in STREAMING_DW
+                                     for dtype in ("float16", "float32")], ids=lambda p: p.key)
+def test_streaming_depthwise_matches_reference(problem, arch):
+    from autotune.kernels.depthwise import NHWC_STREAM as family
+    from autotune.runner import ProblemData, verify, load_function
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    valid = valid_configs(family, problem)
+    configs = [family.default_config(problem)]
+    for name, values in family.space(problem).items():     # every value of every parameter that fits
+        for value in values:
+            matching = [c for c in valid if c[name] == value]
+            if matching:
+                configs.append(rng.choice(matching))
+    assert max(c["strip"] for c in configs) >= 32
+    for config in configs:
+        binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
 @pytest.mark.parametrize("problem", [Problem(op="pw", N=3, C=40, H=13, W=11, C_out=24, act=act, dtype=dtype, layout=layout)
                                      for dtype, layout, act in (("float16", "nhwc", "none"), ("float16", "nchw", "relu"),
                                                                 ("float32", "nhwc", "relu6"), ("float32", "nchw", "none"))],
