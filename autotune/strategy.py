@@ -107,8 +107,8 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
         result.failed += row["status"] not in (st.OK, st.INVALID)
     _refresh_best(result, store, gpu, problem)
 
-    first = families[0]
-    for fam, config in [(first, first.default_config(problem)), *seeds]:   # a safe start, then the seeds
+    # Every family's default (a safe start, and a fair first sample of each), then the seeds.
+    for fam, config in [*((f, f.default_config(problem)) for f in families), *seeds]:
         if (fam.name, config_key(config)) not in seen:
             study.enqueue_trial(_params(fam, config))
 
