@@ -321,12 +321,13 @@ class StreamingDepthwise:
         return resource_violation(threads, shared, arrays + _REGISTER_OVERHEAD)
 
     def default_config(self, problem) -> dict:
-        """A 2x2 output patch per thread and one step in flight, which ranked near the top on
-        MobileNetV2's fp16 layers (H100); smaller blocks, patches and vectors where that does not
-        fit (wide kernels with stride 2 need many rows of many columns)."""
+        """A 2x2 output patch per thread at stride 1 (one output at stride 2) and one step in flight,
+        which ranked near the top on MobileNetV2's fp16 layers (H100); smaller blocks, patches and
+        vectors where that does not fit (wide kernels with stride 2 need many rows of many columns)."""
         widths = _nhwc_vector_widths(problem)
+        patches = (2, 1) if problem.stride == 1 else (1,)
         for vec, (cpb, tile_w), patch in itertools.product(sorted(widths, key=lambda v: v != 4),
-                                                           ((32, 16), (16, 16), (8, 8)), (2, 1)):
+                                                           ((32, 16), (16, 16), (8, 8)), patches):
             config = {"vec": vec, "ch_per_block": min(cpb, max(8, _next_pow2(problem.C))),
                       "tile_w": min(tile_w, max(8, _next_pow2(problem.W_out))), "out_h": patch, "out_w": patch,
                       "strip": min(16, max(4, _next_pow2(problem.H_out))), "depth": 1}
