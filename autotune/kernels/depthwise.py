@@ -51,6 +51,14 @@ def _check_tile(problem, cfg, min_tile_w: int) -> str | None:
     return None
 
 
+def _tile_grid(p, tile_h: int, tile_w: int, ch_per_block: int) -> tuple:
+    """The grid every depthwise template decodes: x = output tiles (row-major), y = channel blocks,
+    z = images. Only +, *, // on the problem's sizes (they may be symbolic in an exporter)."""
+    h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+    w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+    return (ceil_div(w_out, tile_w) * ceil_div(h_out, tile_h), ceil_div(p.C, ch_per_block), p.N)
+
+
 @dataclass(frozen=True)
 class DepthwiseFamily:
     layout: str
@@ -182,14 +190,10 @@ class DepthwiseFamily:
         return out
 
     def launch(self, problem, cfg) -> Launch:
-        p = problem
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
         per_c = cfg["ch_per_block"] // cfg["vec"] if self.layout == "nhwc" else cfg["ch_per_block"]
         threads = per_c * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
-        grid = (ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"]),
-                ceil_div(p.C, cfg["ch_per_block"]), p.N)
-        return Launch(grid=grid, block=(threads, 1, 1), shared_mem=0)
+        return Launch(grid=_tile_grid(problem, cfg["tile_h"], cfg["tile_w"], cfg["ch_per_block"]),
+                      block=(threads, 1, 1), shared_mem=0)
 
 
 class TensorCoreDepthwise:
@@ -243,12 +247,8 @@ class TensorCoreDepthwise:
         return {"C": 8}
 
     def launch(self, problem, cfg) -> Launch:
-        p = problem
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-        grid = (ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"]),
-                ceil_div(p.C, cfg["ch_per_block"]), p.N)
-        return Launch(grid=grid, block=(32 * cfg["warps"], 1, 1), shared_mem=0)
+        return Launch(grid=_tile_grid(problem, cfg["tile_h"], cfg["tile_w"], cfg["ch_per_block"]),
+                      block=(32 * cfg["warps"], 1, 1), shared_mem=0)
 
 
 class StreamingDepthwise:
@@ -344,13 +344,9 @@ class StreamingDepthwise:
         return {"C": cfg["vec"]}
 
     def launch(self, problem, cfg) -> Launch:
-        p = problem
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-        grid = (ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["strip"]),
-                ceil_div(p.C, cfg["ch_per_block"]), p.N)
-        return Launch(grid=grid, block=(cfg["ch_per_block"] // cfg["vec"] * cfg["tile_w"] // cfg["out_w"], 1, 1),
-                      shared_mem=0)
+        threads = cfg["ch_per_block"] // cfg["vec"] * cfg["tile_w"] // cfg["out_w"]
+        return Launch(grid=_tile_grid(problem, cfg["strip"], cfg["tile_w"], cfg["ch_per_block"]),
+                      block=(threads, 1, 1), shared_mem=0)
 
 
 NHWC = DepthwiseFamily("nhwc")
