@@ -17,7 +17,7 @@ import optuna
 from . import codegen, store as st
 from .compiler import CompileError
 from .problem import Problem, shape_distance
-from .searchspace import config_key, invalid_reason, nearest_valid, valid_configs
+from .searchspace import config_key, invalid_reason, nearest_valid, space_violation, valid_configs
 from .workers import WorkerLost
 
 PENALTY_US = 1e7          # objective told for configurations that cannot run: far worse than any
@@ -97,8 +97,8 @@ def tune(problem: Problem, families, gpu: str, store: st.Store, measure, compile
 
     for row in store.trials(gpu, problem.key):                    # resume
         fam = by_name.get(row["family"])
-        if fam is None or set(row["config"]) != set(fam.space(problem)):
-            continue
+        if fam is None or space_violation(fam.space(problem), row["config"]):
+            continue           # another family version's trial: kept in the store, not told to TPE
         seen.add((fam.name, config_key(row["config"])))
         ok = row["status"] == st.OK
         study.add_trial(_finished_trial(dists, fam, row["config"], row["time_us"] if ok else None))

@@ -86,6 +86,20 @@ def test_tune_records_everything_and_resumes(tmp_path):
         assert again.new == 0 and len(gpu.calls) == len(calls_before) + len(new_calls)
 
 
+def test_resume_skips_trials_outside_todays_space(tmp_path):
+    """A family's space can shrink between versions: trials of values it no longer offers stay in the
+    store but are neither told to TPE (it would refuse them) nor counted."""
+    store = Store(tmp_path / "t.db")
+    gid = store.add_gpu(GPU)
+    store.add_problem(PROBLEM)
+    old = {**depthwise.NHWC.default_config(PROBLEM), "tile_w": 999}
+    store.add_trial(gid, PROBLEM, depthwise.NHWC.name, old, OK, time_us=1.0)
+    with ParallelCompiler(2) as compiler:
+        result = tune(PROBLEM, [depthwise.NHWC], gid, store, FakeGpu(), compiler, "sm_90", trials=4, seed=1)
+    assert result.measured == 4 and result.new == 4
+    assert any(t["config"] == old for t in store.trials(gid, PROBLEM.key))
+
+
 def test_closed_database_is_one_file_and_opens_read_only(tmp_path):
     path = tmp_path / "ship.db"
     store = Store(path)
