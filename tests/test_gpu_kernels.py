@@ -142,3 +142,47 @@ def test_residual_epilogue_matches_reference(problem, arch):
             launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
             ok, err = compare(cupy.asnumpy(y), want, problem.dtype)
             assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+# TensorRT's HWC8 format pads every pixel's channels to a multiple of 8: kernels then run with
+# ldx / ldy above C / C_out. Padding values are arbitrary (here large ones): outputs must not depend
+# on them, and each family must run every configuration the exporters would pick for that format.
+PADDED = [
+    dict(op="dw", N=2, C=36, H=13, W=17, k=3, stride=1, act="relu6"),
+    dict(op="dw", N=1, C=20, H=15, W=9, k=3, stride=2, act="none", bias=False),
+    dict(op="pw", N=2, C=36, H=9, W=11, C_out=20, act="relu6"),
+    dict(op="pw", N=1, C=12, H=7, W=7, C_out=44, act="none"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in PADDED],
+                         ids=lambda p: p.key)
+def test_nhwc_kernels_with_padded_channel_strides(problem, arch):
+    import cupy
+    import numpy as np
+    from autotune.exporters.trt_python import format_reason, padded8
+    from autotune.reference import compare, random_inputs, reference
+    from autotune.runner import launch, load_function
+    ldx, ldy = padded8(problem.C), padded8(problem.C_out)
+    assert ldx > problem.C and ldy > problem.C_out
+    host = random_inputs(problem, np.random.default_rng(7))
+    want = reference(problem, **host)
+    x = cupy.full((*problem.input_shape[:3], ldx), 1000.0, dtype=problem.dtype)
+    x[..., :problem.C] = cupy.asarray(host["x"])
+    w = cupy.asarray(host["w"])
+    b = cupy.asarray(host["bias"]) if host["bias"] is not None else None
+    rng = random.Random(problem.key)
+    tried = 0
+    for family in kernels.families_for(problem, arch):
+        fits = [c for c in valid_configs(family, problem) if format_reason(family, problem, c, ldx, ldy) is None]
+        default = family.default_config(problem)
+        configs = ([default] if default in fits else []) + rng.sample(fits, min(6, len(fits)))
+        for config in configs:
+            binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+            y = cupy.full((*problem.output_shape[:3], ldy), cupy.nan, dtype=problem.dtype)
+            launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem,
+                   ldx=ldx, ldy=ldy)
+            ok, err = compare(cupy.asnumpy(y[..., :problem.C_out]), want, problem.dtype)
+            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+            tried += 1
+    assert tried
