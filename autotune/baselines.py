@@ -106,7 +106,7 @@ def torch_times(problem: Problem) -> dict:
     sets = torch_sets(problem)
     run = torch_block(problem)
     tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False        # our fp32 is exact fp32: compare like with like
+    torch.backends.cudnn.allow_tf32 = problem.tf32  # like with like: exact fp32 unless the problem allows TF32
     try:
         with torch.no_grad():
             full = torch_graph_time(torch, lambda i: run(sets[i][0], sets[i][1], sets[i][3]), len(sets))

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--jobs", type=_positive, default=3, help="problems tuned at once (the GPU is still shared one at a time)")
     sw.add_argument("--db", default=None, help="database path (default $AUTOTUNE_DB or tuned_db/autotune.db)")
     sw.add_argument("--no-baselines", action="store_true", help="skip the PyTorch/cuDNN timings")
+    sw.add_argument("--tf32", action="store_true",
+                    help="also tune float32 1x1 problems that allow TF32 tensor cores (stored as their own problems)")
 
     sh = sub.add_parser("show", help="list GPUs, problems and best variants in a database")
     sh.add_argument("--db", default=None)
@@ -138,7 +140,8 @@ class Progress:
 
 
 def cmd_sweep(args) -> int:
-    problems = model_problems(args.model, ops=args.ops, batches=args.batch, dtypes=args.dtype, layouts=args.layout)
+    problems = model_problems(args.model, ops=args.ops, batches=args.batch, dtypes=args.dtype, layouts=args.layout,
+                              tf32=args.tf32)
     unfit = [p for p in problems if not kernels.families_for(p)]
     if unfit:
         print(f"autotune: no kernel runs {len(unfit)} problem(s), skipped (they run unfused): "

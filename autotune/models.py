@@ -35,8 +35,9 @@ MODELS = {"mobilenet_v2": mobilenet_v2_layers}
 
 
 def model_problems(model: str, ops=("dw", "pw"), batches=(1, 16), dtypes=("float16", "float32"),
-                   layouts=("nhwc", "nchw")) -> list[Problem]:
-    """Distinct problems of a model for every batch/dtype/layout asked for, in model order."""
+                   layouts=("nhwc", "nchw"), tf32: bool = False) -> list[Problem]:
+    """Distinct problems of a model for every batch/dtype/layout asked for, in model order. With tf32,
+    each float32 1x1 problem also gets its twin that allows TF32 tensor cores (a problem of its own)."""
     if model not in MODELS:
         raise ValueError(f"model: unknown {model!r} (choose from {', '.join(MODELS)})")
     seen, problems = set(), []
@@ -47,7 +48,9 @@ def model_problems(model: str, ops=("dw", "pw"), batches=(1, 16), dtypes=("float
             for dtype in dtypes:
                 for layout in layouts:
                     p = Problem(N=batch, dtype=dtype, layout=layout, bias=True, **layer)
-                    if p.key not in seen:
-                        seen.add(p.key)
-                        problems.append(p)
+                    twins = [p.replace(tf32=True)] if tf32 and p.op == "pw" and dtype == "float32" else []
+                    for q in (p, *twins):
+                        if q.key not in seen:
+                            seen.add(q.key)
+                            problems.append(q)
     return problems

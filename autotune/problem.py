@@ -66,6 +66,7 @@ class Problem:
     layout: str = "nchw"
     act2: str = "none"        # fused blocks: after the last 1x1
     expansion: int = 1        # ir: hidden channels = C * expansion (1: no expand stage)
+    tf32: bool = False        # float32 only: TF32 tensor cores allowed (an explicit option; off = exact fp32)
 
     def __post_init__(self):
         _choice("op", self.op, OPS)
@@ -77,6 +78,10 @@ class Problem:
         if not isinstance(self.bias, bool):
             raise ProblemError("bias", f"must be True or False, got {self.bias!r}")
         _choice("act2", self.act2, ACTIVATIONS)
+        if not isinstance(self.tf32, bool):
+            raise ProblemError("tf32", f"must be True or False, got {self.tf32!r}")
+        if self.tf32 and self.dtype != "float32":
+            raise ProblemError("tf32", f"TF32 is an option for float32 problems, not {self.dtype}")
         _positive_int("expansion", self.expansion)
         if self.op != "ir" and self.expansion != 1:
             raise ProblemError("expansion", f"only inverted residuals (op 'ir') expand, got {self.expansion}")
@@ -155,6 +160,8 @@ class Problem:
         out.append(Problem("dw", C=hidden, H=self.H, W=self.W, k=self.k, stride=self.stride,
                            padding=self.padding, act=self.act, **common))
         out.append(Problem("pw", C=hidden, H=self.H_out, W=self.W_out, C_out=self.C_out, act=self.act2, **common))
+        if self.tf32:                # the 1x1 stages may use TF32; a depthwise has no product to round
+            out = [s.replace(tf32=True) if s.op == "pw" else s for s in out]
         return out
 
     @property
@@ -205,7 +212,12 @@ class Problem:
             conv = f"t{self.expansion} {conv}"
         acts = f"{self.act}/{self.act2}" if self.op in FUSED_OPS else self.act
         return (f"{self.op} {conv} {shape} {self.H}x{self.W} {acts}"
-                f"{' bias' if self.bias else ''} {self.dtype} {self.layout}")
+                f"{' bias' if self.bias else ''} {self.dtype} {self.layout}{' tf32' if self.tf32 else ''}")
+
+    @property
+    def tolerance(self) -> str:
+        """The tolerance results are checked at (reference.RTOL): TF32 keeps fp16's 10-bit mantissa."""
+        return "tf32" if self.tf32 else self.dtype
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

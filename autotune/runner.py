@@ -100,7 +100,7 @@ def verify(fn, launch_cfg, data: ProblemData) -> tuple[bool, float]:
     y.fill(cp.nan)
     launch(fn, launch_cfg, x, w, b, y, data.problem)
     cp.cuda.get_current_stream().synchronize()
-    return compare(y, data.ref, data.problem.dtype)
+    return compare(y, data.ref, data.problem.tolerance)
 
 
 def time_graph(launch_set, n_sets: int) -> float:

@@ -86,8 +86,9 @@ class Store:
             t("problems").create({"key": str, "op": str, "N": int, "C": int, "H": int, "W": int,
                                   "C_out": int, "k": int, "stride": int, "padding": int, "bias": int,
                                   "act": str, "dtype": str, "layout": str, "act2": str, "expansion": int,
-                                  "min_bytes": int, "flops": int}, pk="key")
-        for column, kind, default in (("act2", str, "none"), ("expansion", int, 1)):   # databases from before fused blocks
+                                  "tf32": int, "min_bytes": int, "flops": int}, pk="key")
+        for column, kind, default in (("act2", str, "none"), ("expansion", int, 1),   # databases from before fused blocks
+                                      ("tf32", int, 0)):                              # ... and before the TF32 option
             if column not in t("problems").columns_dict:
                 t("problems").add_column(column, kind, not_null_default=default)
         if not t("trials").exists():
@@ -120,7 +121,8 @@ class Store:
     @_locked
     def add_problem(self, problem: Problem) -> str:
         row = problem.to_dict()
-        row.update(key=problem.key, bias=int(problem.bias), min_bytes=problem.min_bytes(), flops=problem.flops())
+        row.update(key=problem.key, bias=int(problem.bias), tf32=int(problem.tf32), min_bytes=problem.min_bytes(),
+                   flops=problem.flops())
         with self.db.conn:
             self.db["problems"].upsert(row, pk="key")
         return problem.key
@@ -206,7 +208,7 @@ class Store:
         fields = {k: row[k] for k in ("op", "N", "C", "H", "W", "C_out", "k", "stride", "padding",
                                       "act", "dtype", "layout")}
         fields.update({k: row[k] for k in ("act2", "expansion") if row.get(k) is not None})
-        return Problem(**fields, bias=bool(row["bias"]))
+        return Problem(**fields, bias=bool(row["bias"]), tf32=bool(row.get("tf32") or 0))
 
 
 def _now() -> str:

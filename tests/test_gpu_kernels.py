@@ -186,3 +186,41 @@ def test_nhwc_kernels_with_padded_channel_strides(problem, arch):
             assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
             tried += 1
     assert tried
+
+
+# The TF32 option: float32 NHWC 1x1 problems that allow it, checked at TF32's tolerance, with and
+# without the residual epilogue, on awkward sizes (C and C_out off every tile, one pixel row short).
+TF32 = [
+    dict(op="pw", N=3, C=37, H=13, W=11, C_out=19, act="relu6"),
+    dict(op="pw", N=2, C=576, H=7, W=7, C_out=160, act="none", bias=False),
+    dict(op="pw", N=1, C=16, H=15, W=17, C_out=96, act="relu"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float32", layout="nhwc", tf32=True) for s in TF32],
+                         ids=lambda p: p.key)
+def test_tf32_family_matches_reference(problem, arch):
+    import cupy
+    import numpy as np
+    from autotune.kernels.pointwise import TF32_FAMILY as family
+    from autotune.reference import compare, random_inputs, reference
+    from autotune.runner import ProblemData, launch, load_function, verify
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    valid = valid_configs(family, problem)
+    configs = [family.default_config(problem), *rng.sample(valid, min(10, len(valid)))]
+    for config in configs:
+        binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+    host = random_inputs(problem, np.random.default_rng(5))
+    residual = np.random.default_rng(6).standard_normal(problem.output_shape).astype(problem.dtype)
+    want = reference(problem, **host) + residual.astype(np.float64)
+    x, w, r = (cupy.asarray(a) for a in (host["x"], host["w"], residual))
+    b = cupy.asarray(host["bias"]) if host["bias"] is not None else None
+    for config in configs[:3]:
+        binary = compiler.compile_code(codegen.render(family, problem, config, add_residual=True).code, arch)
+        y = cupy.full(problem.output_shape, cupy.nan, dtype=problem.dtype)
+        launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
+        ok, err = compare(cupy.asnumpy(y), want, problem.tolerance)
+        assert ok, f"{family.name} {config} + residual: worst error / tolerance = {err}"

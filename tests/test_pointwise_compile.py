@@ -8,7 +8,7 @@ import re
 import pytest
 
 from autotune import codegen, compiler, kernels
-from autotune.kernels.pointwise import CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, STREAM_FAMILY, TC_FAMILY
+from autotune.kernels.pointwise import CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, STREAM_FAMILY, TC_FAMILY, TF32_FAMILY
 from autotune.problem import Problem
 from autotune.searchspace import invalid_reason, valid_configs
 
@@ -50,12 +50,17 @@ def _spread():
                 yield Problem(op="pw", dtype=dtype, layout=layout, **spec)
 
 
+# The GEMM families built on the shared vector/resource model; the TF32 family (float32 problems that
+# allow it) has its own tests in test_pointwise_tf32.py.
+GEMM_FAMILIES = [f for f in FAMILIES if f is not TF32_FAMILY]
+
+
 def _grid():
     """(family, problem, config) covering every value of every parameter (each on a rotating problem where
     it is valid), plus a couple of random valid configs per problem."""
     rng = random.Random(0)
     cases = []
-    for family in FAMILIES:
+    for family in GEMM_FAMILIES:
         specs = GRID_PROBLEMS + (STREAM_PROBLEMS if family is STREAM_FAMILY else [])
         problems = [p for p in (Problem(op="pw", **spec) for spec in specs) if family.applies(p)]
         valid = {p: valid_configs(family, p) for p in problems}
@@ -96,7 +101,7 @@ def compiled(tmp_path_factory):
 
 
 def test_grid_covers_every_parameter_value():
-    for family in FAMILIES:
+    for family in GEMM_FAMILIES:
         cases = [(p, c) for f, p, c in GRID if f is family]
         for name, values in family.space_values.items():
             seen = {c[name] for _, c in cases}
@@ -161,7 +166,8 @@ def test_applies():
     assert SIMT_FAMILY.applies(pw16) and SIMT_FAMILY.applies(pw32) and not SIMT_FAMILY.applies(dw)
     assert TC_FAMILY.applies(pw16) and not TC_FAMILY.applies(pw32) and not TC_FAMILY.applies(dw)
     assert TC_FAMILY.check(pw32, TC_FAMILY.default_config(pw16)) is not None
-    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc", "pointwise_tc_cluster", "pointwise_tc_stream"}
+    assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc", "pointwise_tc_cluster", "pointwise_tc_stream",
+                                          "pointwise_tf32"}
     # streaming: fp16 NHWC, and only while the weights fit in shared memory beside a tile ring
     nhwc = pw16.replace(layout="nhwc")
     assert STREAM_FAMILY.applies(nhwc) and not STREAM_FAMILY.applies(pw16.replace(layout="nchw"))
@@ -286,6 +292,7 @@ def test_launch_uses_only_arithmetic():
 
 RESIDUAL_PROBLEMS = [Problem(op="pw", N=2, C=96, H=14, W=14, C_out=24, dtype=dtype, layout=layout, act="none")
                      for dtype in ("float16", "float32") for layout in ("nhwc", "nchw")]
+RESIDUAL_PROBLEMS.append(RESIDUAL_PROBLEMS[2].replace(tf32=True))     # float32 NHWC: the TF32 family too
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -1,4 +1,5 @@
-"""Pointwise (1x1) convolution families: a register-blocked SIMT GEMM (fp32, fp16) and a tensor-core GEMM (fp16).
+"""Pointwise (1x1) convolution families: a register-blocked SIMT GEMM (fp32, fp16) and a tensor-core GEMM (fp16),
+plus, for float32 problems that allow it (Problem.tf32), a TF32 tensor-core GEMM.
 
 Both compute the GEMM with pixels as rows and output channels as columns, K = input channels:
     NHWC: y[M x C_out] = x[M x C] * w^T, M = N*H*W, rows strided by ldx / ldy
@@ -490,8 +491,61 @@ class StreamingPointwise(_Pointwise):
         }
 
 
+class TF32Pointwise:
+    """float32 NHWC 1x1 on TF32 tensor cores (mma.sync m16n8k8, templates/pointwise_tf32.cu.j2): only for
+    problems with tf32 set, an explicit option. The block_m x block_n tile is split over warps_m x warps_n
+    warps; K is walked 32 channels at a time through shared memory."""
+    name = "pointwise_tf32"
+    template = "pointwise_tf32.cu.j2"
+    entry = "pw_conv2d"
+    residual_epilogue = True
+    BLOCK_K = 32
+
+    def applies(self, problem) -> bool:
+        return problem.op == "pw" and problem.tf32 and problem.layout == "nhwc"
+
+    def space(self, problem) -> dict:
+        return {"block_m": (16, 32, 64, 128), "block_n": (8, 16, 32, 64, 128),
+                "warps_m": (1, 2, 4), "warps_n": (1, 2, 4)}
+
+    def check(self, problem, config) -> str | None:
+        if not self.applies(problem):
+            return "the TF32 kernel is for float32 NHWC pointwise problems that allow TF32"
+        c = config
+        if c["block_m"] % (16 * c["warps_m"]):
+            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        if c["block_n"] % (8 * c["warps_n"]):
+            return f"block_n={c['block_n']} is not warps_n={c['warps_n']} whole n8 tiles"
+        if c["block_n"] > max(8, _round_up(problem.C_out, 8)):
+            return "block_n larger than C_out"
+        mt, nt = c["block_m"] // c["warps_m"] // 16, c["block_n"] // c["warps_n"] // 8
+        shared = (c["block_m"] + c["block_n"]) * (self.BLOCK_K + 4) * 4
+        registers = 4 * mt * nt + 4 * mt + 2 * nt + 40          # accumulators, one k8 step's fragments
+        return resource_violation(32 * c["warps_m"] * c["warps_n"], shared, registers)
+
+    def default_config(self, problem) -> dict:
+        for block_n in (32, 16, 8):
+            config = {"block_m": 64, "block_n": block_n, "warps_m": 2, "warps_n": 1}
+            if self.check(problem, config) is None:
+                return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # check() bug
+
+    def template_params(self, problem, config) -> dict:
+        return {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"],
+                "WARPS_M": config["warps_m"], "WARPS_N": config["warps_n"]}
+
+    def divisors(self, problem, config) -> dict:
+        return {}                     # element-wise loads and stores: any C, C_out and strides
+
+    def launch(self, problem, config) -> Launch:
+        p = problem
+        grid = (ceil_div(p.N * p.H * p.W, config["block_m"]), ceil_div(p.C_out, config["block_n"]), 1)
+        return Launch(grid=grid, block=(32 * config["warps_m"] * config["warps_n"], 1, 1), shared_mem=0)
+
+
 SIMT_FAMILY = SimtPointwise()
 TC_FAMILY = TensorCorePointwise()
 CLUSTER_FAMILY = ClusterPointwise()
 STREAM_FAMILY = StreamingPointwise()
-FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY, STREAM_FAMILY]
+TF32_FAMILY = TF32Pointwise()
+FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY, STREAM_FAMILY, TF32_FAMILY]
