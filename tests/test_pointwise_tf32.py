@@ -40,7 +40,7 @@ def test_only_tf32_problems_get_the_tf32_family():
     assert TF32_FAMILY not in kernels.families_for(exact)
     assert TF32_FAMILY in kernels.families_for(tf32)
     assert {f.name for f in kernels.families_for(exact)} <= {f.name for f in kernels.families_for(tf32)}
-    assert not TF32_FAMILY.applies(fp32_nhwc(layout="nchw", tf32=True))
+    assert TF32_FAMILY.applies(fp32_nhwc(layout="nchw", tf32=True))
     assert "allow TF32" in TF32_FAMILY.check(exact, TF32_FAMILY.default_config(tf32))
 
 
@@ -71,7 +71,8 @@ def test_default_is_valid_and_space_not_empty(size):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_every_variant_compiles_with_and_without_the_residual(arch):
     sources = []
-    for spec in (dict(C=96, C_out=24, act="none"), dict(C=37, C_out=19, act="relu6", bias=False)):
+    for spec in (dict(C=96, C_out=24, act="none"), dict(C=37, C_out=19, act="relu6", bias=False),
+                 dict(C=40, C_out=24, act="relu", layout="nchw")):
         p = fp32_nhwc(tf32=True, **spec)
         for config in valid_configs(TF32_FAMILY, p):
             sources += [codegen.render(TF32_FAMILY, p, config).code,

@@ -492,9 +492,9 @@ class StreamingPointwise(_Pointwise):
 
 
 class TF32Pointwise:
-    """float32 NHWC 1x1 on TF32 tensor cores (mma.sync m16n8k8, templates/pointwise_tf32.cu.j2): only for
-    problems with tf32 set, an explicit option. The block_m x block_n tile is split over warps_m x warps_n
-    warps; K is walked 32 channels at a time through shared memory."""
+    """float32 1x1 on TF32 tensor cores (mma.sync m16n8k8, templates/pointwise_tf32.cu.j2), both layouts:
+    only for problems with tf32 set, an explicit option. The block_m x block_n tile is split over
+    warps_m x warps_n warps; K is walked 32 channels at a time through shared memory."""
     name = "pointwise_tf32"
     template = "pointwise_tf32.cu.j2"
     entry = "pw_conv2d"
@@ -502,7 +502,7 @@ class TF32Pointwise:
     BLOCK_K = 32
 
     def applies(self, problem) -> bool:
-        return problem.op == "pw" and problem.tf32 and problem.layout == "nhwc"
+        return problem.op == "pw" and problem.tf32
 
     def space(self, problem) -> dict:
         return {"block_m": (16, 32, 64, 128), "block_n": (8, 16, 32, 64, 128),
@@ -510,7 +510,7 @@ class TF32Pointwise:
 
     def check(self, problem, config) -> str | None:
         if not self.applies(problem):
-            return "the TF32 kernel is for float32 NHWC pointwise problems that allow TF32"
+            return "the TF32 kernel is for float32 pointwise problems that allow TF32"
         c = config
         if c["block_m"] % (16 * c["warps_m"]):
             return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
@@ -539,7 +539,8 @@ class TF32Pointwise:
 
     def launch(self, problem, config) -> Launch:
         p = problem
-        grid = (ceil_div(p.N * p.H * p.W, config["block_m"]), ceil_div(p.C_out, config["block_n"]), 1)
+        rows, images = (p.N * p.H * p.W, 1) if p.layout == "nhwc" else (p.H * p.W, p.N)
+        grid = (ceil_div(rows, config["block_m"]), ceil_div(p.C_out, config["block_n"]), images)
         return Launch(grid=grid, block=(32 * config["warps_m"] * config["warps_n"], 1, 1), shared_mem=0)
 
 
