@@ -40,6 +40,17 @@ def _rows_in_flight(rows: int) -> int:
     return min(rows, 2 + rows // 2)
 
 
+def _check_channel_block(problem, vec: int, cpb: int) -> str | None:
+    """NHWC: VEC adjacent channels per thread, blocks of ch_per_block channels."""
+    if problem.C % vec:
+        return f"vec={vec} does not divide C={problem.C}"
+    if cpb % vec:
+        return "ch_per_block not a multiple of vec"
+    if cpb > max(8, vec, _next_pow2(problem.C)):
+        return "ch_per_block larger than the channel count"
+    return None
+
+
 def _check_tile(problem, cfg, min_tile_w: int) -> str | None:
     if cfg["tile_h"] % cfg["out_h"] or cfg["tile_w"] % cfg["out_w"]:
         return "tile not divisible by outputs per thread"
@@ -111,14 +122,11 @@ class DepthwiseFamily:
         rows = (cfg["out_h"] - 1) * s + k if cfg["unroll_rows"] else 2
         in_h, in_w = (cfg["tile_h"] - 1) * s + k, (cfg["tile_w"] - 1) * s + k
         if self.layout == "nhwc":
-            if problem.C % vec:
-                return f"vec={vec} does not divide C={problem.C}"
+            reason = _check_channel_block(problem, vec, cpb)
+            if reason:
+                return reason
             if cfg["adjacent_cols"] and cfg["out_w"] == 1:
                 return "adjacent_cols needs out_w > 1"     # keeps duplicates out of the space
-            if cpb % vec:
-                return "ch_per_block not a multiple of vec"
-            if cpb > max(8, vec, _next_pow2(problem.C)):
-                return "ch_per_block larger than the channel count"
             threads = cpb // vec * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
             weights_direct = self._weights_in_registers(problem, cfg) and not cfg["stage_input"]
             shared = (0 if weights_direct else 4 * k * k * cpb) + (in_h * in_w * cpb * item if cfg["stage_input"] else 0)
@@ -298,12 +306,9 @@ class StreamingDepthwise:
 
     def check(self, problem, cfg) -> str | None:
         k, s, vec, cpb = problem.k, problem.stride, cfg["vec"], cfg["ch_per_block"]
-        if problem.C % vec:
-            return f"vec={vec} does not divide C={problem.C}"
-        if cpb % vec:
-            return "ch_per_block not a multiple of vec"
-        if cpb > max(8, vec, _next_pow2(problem.C)):
-            return "ch_per_block larger than the channel count"
+        reason = _check_channel_block(problem, vec, cpb)
+        if reason:
+            return reason
         if cfg["tile_w"] % cfg["out_w"]:
             return "tile_w not divisible by out_w"
         if cfg["tile_w"] > max(8, _next_pow2(problem.W_out)):

@@ -154,11 +154,14 @@ class _Pointwise:
         return config
 
     @staticmethod
-    def _check_warp_rows(config):
-        """The block's pixels split into whole m16 tiles per warp (tensor-core families)."""
+    def _check_warp_tiles(config):
+        """Tensor-core families: the block's pixels split into whole m16 tiles per warp, and its output
+        channels (where block_n is a parameter) into whole n8 tiles."""
         c = config
         if c["block_m"] % (16 * c["warps_m"]):
             return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
+        if "block_n" in c and c["block_n"] % (8 * c["warps_n"]):
+            return f"block_n={c['block_n']} is not warps_n={c['warps_n']} whole n8 tiles"
         return None
 
 
@@ -307,12 +310,7 @@ class TensorCorePointwise(_Pointwise):
         c = config
         if c["block_k"] % (16 * c["split_k"]):
             return f"block_k={c['block_k']} is not split_k={c['split_k']} whole k16 steps per warp group"
-        reason = self._check_warp_rows(c)
-        if reason:
-            return reason
-        if c["block_n"] % (8 * c["warps_n"]):
-            return f"block_n={c['block_n']} is not warps_n={c['warps_n']} whole n8 tiles"
-        reason = self._check_vectors(problem, c)
+        reason = self._check_warp_tiles(c) or self._check_vectors(problem, c)
         if reason:
             return reason
         # (block_m >= 16, block_n >= 16, block_k >= 16 and vectors <= 8 halves: every row divides evenly)
@@ -445,7 +443,7 @@ class StreamingPointwise(_Pointwise):
         if reason:
             return reason
         c = config
-        reason = self._check_warp_rows(c)
+        reason = self._check_warp_tiles(c)
         if reason:
             return reason
         if c["block_m"] // c["warps_m"] > 64:
@@ -512,10 +510,9 @@ class TF32Pointwise:
         if not self.applies(problem):
             return "the TF32 kernel is for float32 pointwise problems that allow TF32"
         c = config
-        if c["block_m"] % (16 * c["warps_m"]):
-            return f"block_m={c['block_m']} is not warps_m={c['warps_m']} whole m16 tiles"
-        if c["block_n"] % (8 * c["warps_n"]):
-            return f"block_n={c['block_n']} is not warps_n={c['warps_n']} whole n8 tiles"
+        reason = _Pointwise._check_warp_tiles(c)
+        if reason:
+            return reason
         if c["block_n"] > max(8, _round_up(problem.C_out, 8)):
             return "block_n larger than C_out"
         mt, nt = c["block_m"] // c["warps_m"] // 16, c["block_n"] // c["warps_n"] // 8
