@@ -12,6 +12,7 @@ nearest on another GPU of the same compute capability, then the family's safe de
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 import warnings
@@ -34,11 +35,34 @@ class _KernelArgs(ctypes.Structure):
                [("residual", ctypes.c_uint64)]     # after N C H W C_out H_out W_out ldx ldy
 
 
+class _LaunchAttribute(ctypes.Structure):
+    """CUlaunchAttribute (cuda.h): an id, then a 64-byte value union of which one int is used here."""
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):
+    """CUlaunchConfig (cuda.h): grid, block, dynamic shared memory, stream and launch attributes."""
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_mem", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("num_attrs", ctypes.c_uint)]
+
+
+_PROGRAMMATIC_STREAM_SERIALIZATION = 6        # CUlaunchAttributeID
+_PDL_ATTRIBUTE = _LaunchAttribute(_PROGRAMMATIC_STREAM_SERIALIZATION, b"", 1)
+
+
+def programmatic_launch(arch: str) -> bool:
+    """Whether kernels for `arch` start with programmatic dependent launch: sm_90 and later, unless
+    AUTOTUNE_PDL=0. Every template waits for the previous kernel's writes before touching memory
+    (wait_for_previous_kernel in common.cuh), so only launch latency overlaps the kernel before."""
+    return int(arch.removeprefix("sm_").rstrip("a")) >= 90 and os.environ.get("AUTOTUNE_PDL", "1") != "0"
+
+
 class TunedKernel:
     """Runs one problem's chosen kernel on the current stream. Compiled once, then cached.
 
-    Calls go straight to cuLaunchKernel with a parameter block prepared once, which keeps the host
-    overhead of a call to a few microseconds."""
+    Calls go straight to the driver (cuLaunchKernel, or cuLaunchKernelEx for programmatic dependent
+    launch) with a parameter block prepared once, which keeps the host overhead of a call to a few
+    microseconds."""
 
     def __init__(self, problem: Problem, family, config: dict, arch: str, fallback: str, add_residual: bool = False):
         self.problem, self.family, self.config, self.fallback = problem, family, config, fallback
@@ -56,6 +80,9 @@ class TunedKernel:
         self._x_bytes, self._y_bytes = ({shape: tuple(s * p.itemsize for s in strides) for shape, strides in d.items()}
                                         for d in (self._x_layouts, self._y_layouts))
         self._grid, self._block = self.launch.grid, self.launch.block
+        self.pdl = programmatic_launch(arch)
+        self._config = _LaunchConfig(self._grid, self._block, self.launch.shared_mem, None,
+                                     ctypes.addressof(_PDL_ATTRIBUTE), 1)
 
     def __repr__(self):
         return f"TunedKernel({self.problem.key!r}, {self.family.name}, {self.config}, fallback={self.fallback!r})"
@@ -113,19 +140,36 @@ class TunedKernel:
         a = self._args
         a.x, a.w, a.y = _pointer(x, ndarray), _pointer(w, ndarray), _pointer(out, ndarray)
         a.bias = _pointer(bias, ndarray) if bias is not None else 0
-        (gx, gy, gz), (bx, by, bz) = self._grid, self._block
-        cupy_parts.driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
-                                       stream, ctypes.addressof(self._arg_ptrs), 0)
+        if self.pdl:
+            self._config.stream = stream
+            status = cupy_parts.launch_ex(ctypes.byref(self._config), fn.ptr, self._arg_ptrs, None)
+            if status:
+                raise RuntimeError(f"cuLaunchKernelEx failed for {p.key}: CUresult {status}")
+        else:
+            (gx, gy, gz), (bx, by, bz) = self._grid, self._block
+            cupy_parts.driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
+                                           stream, ctypes.addressof(self._arg_ptrs), 0)
         return out
 
 
 class _CupyParts:
-    """The pieces of CuPy a call uses, imported once: an import statement on every call costs host time."""
+    """The pieces of CuPy (and the driver) a call uses, found once: an import on every call costs host time."""
 
     def __init__(self):
         import cupy
         from cupy_backends.cuda.api import driver
         self.ndarray, self.driver, self.get_current_stream = cupy.ndarray, driver, cupy.cuda.get_current_stream
+        self._launch_ex = None
+
+    @property
+    def launch_ex(self):
+        """cuLaunchKernelEx, which CuPy does not wrap (the driver library is there once a kernel runs)."""
+        if self._launch_ex is None:
+            fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            fn.restype = ctypes.c_int
+            self._launch_ex = fn
+        return self._launch_ex
 
 
 _CUPY = None
