@@ -86,7 +86,7 @@ def torch_sets(problem: Problem, n_sets: int | None = None) -> list:
 
     sets = []
     for _ in range(n_sets):
-        stage_w = [(rand(*shape) / math.sqrt(s.k * s.k if s.op == "dw" else s.C)).contiguous(memory_format=fmt)
+        stage_w = [(rand(*shape) / math.sqrt(s.fan_in)).contiguous(memory_format=fmt)
                    for s, shape in zip(p.stages(), p.weight_parts)]
         flat_w = torch.cat([w.contiguous().reshape(-1) for w in stage_w])
         bias = rand(p.bias_shape[0] if p.bias else p.C_out)

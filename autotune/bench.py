@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .baselines import torch_block, torch_graph_time, torch_sets
+from .kernels import runnable
 from .models import model_problems
 from .problem import Problem
 from .reference import RTOL, compare
@@ -95,14 +96,14 @@ def _model_error(out, ref, dtype: str) -> float:
     return compare(out.float().cpu().numpy(), ref.double().cpu().numpy(), dtype, rtol)[1]
 
 
-def run_bench(model: str, batch: int, dtype: str, layout: str, ops=("dw", "pw", "ir"), db=None,
+def run_bench(model: str, batch: int, dtype: str, layout: str, ops=("conv", "dw", "pw", "ir"), db=None,
               compile_: bool = True, compile_layers: bool = False, whole_model: bool = True, progress=print) -> dict:
     """compile_: torch.compile the whole model; compile_layers: also every layer and block (slow)."""
     from .device import describe
     gpu = describe()
     bw = gpu["copy_bandwidth"]
     rows = []
-    problems = model_problems(model, ops=tuple(ops), batches=(batch,), dtypes=(dtype,), layouts=(layout,))
+    problems, _ = runnable(model_problems(model, ops=tuple(ops), batches=(batch,), dtypes=(dtype,), layouts=(layout,)))
     start = time.monotonic()
     for i, p in enumerate(problems):
         rows.append(bench_problem(p, db=db, compile_=compile_layers, copy_bandwidth=bw))

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no GPU: render and compile the candidates for --arch and report failures and resources")
     sw.add_argument("--arch", default="sm_90", help="target arch for --dry-run (default sm_90)")
     sw.add_argument("--model", default="mobilenet_v2", choices=sorted(MODELS))
-    sw.add_argument("--ops", type=_csv(str, OPS), default=list(OPS), help="any of dw,pw,dwpw,ir (default: all)")
+    sw.add_argument("--ops", type=_csv(str, OPS), default=list(OPS), help="any of dw,pw,conv,dwpw,ir (default: all)")
     sw.add_argument("--dtype", type=_csv(str, DTYPES), default=["float16", "float32"])
     sw.add_argument("--layout", type=_csv(str, LAYOUTS), default=["nhwc", "nchw"])
     sw.add_argument("--batch", type=_csv(_positive), default=[1, 16])
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "per block and for the whole model, in one run (table, JSON and PNG)")
     be.add_argument("--gpu", type=int, default=0, help="CUDA device index")
     be.add_argument("--model", default="mobilenet_v2", choices=sorted(MODELS))
-    be.add_argument("--ops", type=_csv(str, OPS), default=list(OPS), help="any of dw,pw,dwpw,ir (default: all)")
+    be.add_argument("--ops", type=_csv(str, OPS), default=list(OPS), help="any of dw,pw,conv,dwpw,ir (default: all)")
     be.add_argument("--batch", type=_positive, default=16)
     be.add_argument("--dtype", choices=DTYPES, default="float16")
     be.add_argument("--layout", choices=LAYOUTS, default="nhwc")
@@ -139,14 +139,19 @@ class Progress:
             sys.stderr.write("\n")
 
 
+def _runnable(problems) -> list:
+    """The problems some kernel family runs; says which it leaves out (PyTorch runs those)."""
+    fit, unfit = kernels.runnable(problems)
+    if unfit:
+        print(f"autotune: no kernel runs {len(unfit)} problem(s), skipped (PyTorch runs them): "
+              f"{unfit[0].key}{', ...' if len(unfit) > 1 else ''}", file=sys.stderr)
+    return fit
+
+
 def cmd_sweep(args) -> int:
     problems = model_problems(args.model, ops=args.ops, batches=args.batch, dtypes=args.dtype, layouts=args.layout,
                               tf32=args.tf32)
-    unfit = [p for p in problems if not kernels.families_for(p)]
-    if unfit:
-        print(f"autotune: no kernel runs {len(unfit)} problem(s), skipped (they run unfused): "
-              f"{unfit[0].key}{', ...' if len(unfit) > 1 else ''}", file=sys.stderr)
-        problems = [p for p in problems if p not in unfit]
+    problems = _runnable(problems)
     if args.dry_run:
         return dry_run(problems, args)
     if args.gpu is None:

@@ -9,10 +9,11 @@ _MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
 
 
 def mobilenet_v2_layers(resolution: int = 224) -> list[dict]:
-    """Every depthwise and 1x1 conv of MobileNetV2 in order, each block followed by its fused forms
-    (dwpw: the depthwise + project pair; ir: the whole inverted residual), as Problem fields
-    without N/dtype/layout."""
-    layers, c_in, size = [], 32, resolution // 2          # after the stem's stride-2 3x3 conv
+    """The stem (a dense 3x3 conv), then every depthwise and 1x1 conv of MobileNetV2 in order, each
+    block followed by its fused forms (dwpw: the depthwise + project pair; ir: the whole inverted
+    residual), as Problem fields without N/dtype/layout."""
+    layers = [dict(op="conv", C=3, H=resolution, W=resolution, C_out=32, k=3, stride=2, act="relu6")]
+    c_in, size = 32, resolution // 2                      # after the stem's stride-2 3x3 conv
     for t, c, n, s in _MOBILENET_V2:
         for i in range(n):
             stride = s if i == 0 else 1

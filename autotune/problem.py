@@ -1,8 +1,9 @@
 """Problem description: one convolution or one fused block, with its shapes and options.
 
-Ops: "dw" (depthwise, groups = C), "pw" (1x1), "dwpw" (depthwise + act, then 1x1 + act2: the
-MobileNetV1 block) and "ir" (the MobileNetV2 inverted residual: 1x1 expand by `expansion` + act,
-depthwise + act, 1x1 project + act2, plus the input when stride is 1 and C == C_out).
+Ops: "dw" (depthwise, groups = C), "pw" (1x1), "conv" (a dense KxK conv, groups = 1: a network's
+stem, few input channels), "dwpw" (depthwise + act, then 1x1 + act2: the MobileNetV1 block) and "ir"
+(the MobileNetV2 inverted residual: 1x1 expand by `expansion` + act, depthwise + act, 1x1 project +
+act2, plus the input when stride is 1 and C == C_out).
 
 A Problem is immutable and hashable; its `key` names it in the database. Sizes that change from call
 to call (N, C, H, W, C_out) are runtime arguments of the kernels; everything else (op, kernel size,
@@ -18,7 +19,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-OPS = ("dw", "pw", "dwpw", "ir")
+OPS = ("dw", "pw", "conv", "dwpw", "ir")
 FUSED_OPS = ("dwpw", "ir")
 KERNEL_SIZES = (3, 5, 7)
 STRIDES = (1, 2)
@@ -51,13 +52,13 @@ def _positive_int(field: str, value):
 
 @dataclass(frozen=True)
 class Problem:
-    op: str                   # "dw", "pw", "dwpw" or "ir" (see above)
+    op: str                   # "dw", "pw", "conv", "dwpw" or "ir" (see above)
     N: int
     C: int                    # input channels
     H: int
     W: int
-    C_out: int | None = None  # pw and fused blocks; dw has C_out = C
-    k: int = 1                # dw and fused blocks: 3/5/7; pw: 1
+    C_out: int | None = None  # pw, conv and fused blocks; dw has C_out = C
+    k: int = 1                # dw, conv and fused blocks: 3/5/7; pw: 1
     stride: int = 1
     padding: int | None = None  # default k // 2
     bias: bool = True
@@ -108,7 +109,7 @@ class Problem:
                 raise ProblemError("C_out", f"depthwise keeps the channel count: C_out must equal C={self.C}, got {self.C_out}")
         else:
             if self.C_out is None:
-                raise ProblemError("C_out", f"a fused block ({self.op}) needs C_out")
+                raise ProblemError("C_out", f"{'a dense conv' if self.op == 'conv' else 'a fused block'} ({self.op}) needs C_out")
             _positive_int("C_out", self.C_out)
         if self.padding is None:
             object.__setattr__(self, "padding", self.k // 2)
@@ -167,8 +168,8 @@ class Problem:
     @property
     def weight_parts(self) -> list:
         """Shapes of the stages' weights, in PyTorch's layout and stage order: [C,1,K,K] for a
-        depthwise, [C_out,C_in,1,1] for a 1x1."""
-        return [(s.C, 1, s.k, s.k) if s.op == "dw" else (s.C_out, s.C, 1, 1) for s in self.stages()]
+        depthwise, [C_out,C_in,K,K] for a 1x1 (K = 1) or a dense conv."""
+        return [(s.C, 1, s.k, s.k) if s.op == "dw" else (s.C_out, s.C, s.k, s.k) for s in self.stages()]
 
     @property
     def bias_parts(self) -> list:
@@ -198,13 +199,18 @@ class Problem:
     def flops(self) -> int:
         if self.op in FUSED_OPS:
             return sum(s.flops() for s in self.stages())
-        taps = self.k * self.k if self.op == "dw" else self.C
-        return 2 * self.N * self.C_out * self.H_out * self.W_out * taps
+        return 2 * self.N * self.C_out * self.H_out * self.W_out * self.fan_in
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs summed into one output of a single conv: its taps times the channels each reads."""
+        return self.k * self.k * (1 if self.op == "dw" else self.C)
 
     # ---- identity -----------------------------------------------------------------------------
     @property
     def key(self) -> str:
         """Stable name, e.g. 'dw k3 s1 p1 N16 C32 112x112 relu6 bias float16 nhwc',
+        'conv k3 s2 p1 N16 C3->32 224x224 relu6 bias float16 nhwc',
         'ir t6 k3 s1 p1 N16 C24->24 56x56 relu6/none bias float16 nhwc'."""
         shape = f"N{self.N} C{self.C}" + (f"->{self.C_out}" if self.op != "dw" else "")
         conv = "1x1" if self.op == "pw" else f"k{self.k} s{self.stride} p{self.padding}"

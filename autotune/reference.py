@@ -60,6 +60,14 @@ def reference(problem: Problem, x, w, bias=None) -> np.ndarray:
             for kx in range(p.k):
                 window = xp[:, :, ky:ky + span_h:p.stride, kx:kx + span_w:p.stride]
                 y += window * w[:, 0, ky, kx][None, :, None, None]
+    elif p.op == "conv":
+        xp = np.pad(xn, ((0, 0), (0, 0), (p.padding, p.padding), (p.padding, p.padding)))
+        y = np.zeros((p.N, p.C_out, p.H_out, p.W_out))
+        span_h, span_w = (p.H_out - 1) * p.stride + 1, (p.W_out - 1) * p.stride + 1
+        for ky in range(p.k):
+            for kx in range(p.k):
+                window = xp[:, :, ky:ky + span_h:p.stride, kx:kx + span_w:p.stride]
+                y += np.einsum("oc,nchw->nohw", w[:, :, ky, kx], window, optimize=True)
     else:
         y = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], xn, optimize=True)
     if p.bias:
@@ -86,8 +94,13 @@ def direct_reference(problem: Problem, x, w, bias=None) -> np.ndarray:
                         for ky in range(p.k):
                             for kx in range(p.k):
                                 hi, wi = ho * p.stride - p.padding + ky, wo * p.stride - p.padding + kx
-                                if 0 <= hi < p.H and 0 <= wi < p.W:
+                                if not (0 <= hi < p.H and 0 <= wi < p.W):
+                                    continue
+                                if p.op == "dw":
                                     s += float(w[co, 0, ky, kx]) * xn[n, co, hi, wi]
+                                else:
+                                    for ci in range(p.C):
+                                        s += float(w[co, ci, ky, kx]) * xn[n, ci, hi, wi]
                     y[n, co, ho, wo] = s
     return from_nchw(activate(y, p.act), p.layout)
 
@@ -98,8 +111,7 @@ def random_inputs(problem: Problem, rng: np.random.Generator) -> dict:
     p, dt = problem, np.dtype(problem.dtype)
 
     def weights(stage):
-        fan_in = stage.k * stage.k if stage.op == "dw" else stage.C
-        bound = 2.0 / np.sqrt(fan_in)
+        bound = 2.0 / np.sqrt(stage.fan_in)
         return rng.uniform(-bound, bound, stage.weight_shape).astype(dt).reshape(-1)
 
     stages = p.stages()

@@ -40,7 +40,7 @@ def optimize(model: nn.Module, db=None, inplace: bool = False) -> nn.Module:
         raise ValueError("optimize: call model.eval() first (BatchNorm is folded with its running statistics)")
     model = model if inplace else copy.deepcopy(model)
     model.autotune_blocks = _replace_blocks(model, db)
-    model.autotune_folded = _fold_batchnorms(model)
+    model.autotune_folded = _fold_batchnorms(model, db)
     return model
 
 
@@ -143,29 +143,63 @@ def _foldable(conv, bn) -> bool:
 
 
 class ConvAct(nn.Module):
-    """A PyTorch conv (BatchNorm folded in) and the ReLU or ReLU6 after it. On float16 CUDA tensors it runs
-    as cuDNN's fused conv + bias + ReLU (then an in-place clamp at 6 for ReLU6): PyTorch alone adds
-    the bias in a separate pass over the output, and the activation in another."""
+    """A PyTorch conv (BatchNorm folded in) and the ReLU or ReLU6 after it. On float16 channels_last CUDA
+    tensors a dense KxK conv that a kernel family runs (MobileNetV2's stem) runs on its tuned kernel,
+    bias and activation included; other float16 convs run as cuDNN's fused conv + bias + ReLU (then an
+    in-place clamp at 6 for ReLU6): PyTorch alone adds the bias in a separate pass over the output, and
+    the activation in another."""
 
-    def __init__(self, conv: nn.Conv2d, act: str):
+    def __init__(self, conv: nn.Conv2d, act: str, db=None):
         super().__init__()
-        self.conv, self.act = conv, act
+        self.conv, self.act, self.db = conv, act, db
         c = conv
         self._fusable = c.padding_mode == "zeros" and not isinstance(c.padding, str) and c.bias is not None
+        self._kernels: dict = {}        # (input shape, dtype) -> tuned kernel, or None: cuDNN runs it
+        self._weight = None             # the weight in PyTorch's contiguous [C_out][C][K][K] order
 
     def extra_repr(self):
         return f"act={self.act}"
 
+    def _tuned(self, x):
+        key = (tuple(x.shape), x.dtype)
+        if key not in self._kernels:
+            self._kernels[key] = self._lookup(x)
+        return self._kernels[key]
+
+    def _lookup(self, x):
+        c = self.conv
+        square = c.kernel_size[0] == c.kernel_size[1] and c.stride[0] == c.stride[1] and c.padding[0] == c.padding[1]
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if not (self._fusable and square and channels_last and c.groups == 1 and c.dilation == (1, 1)):
+            return None
+        from . import kernels
+        from .lookup import lookup
+        from .problem import Problem, ProblemError
+        n, ch, h, w = x.shape
+        try:
+            problem = Problem("conv", N=n, C=ch, H=h, W=w, C_out=c.out_channels, k=c.kernel_size[0],
+                              stride=c.stride[0], padding=c.padding[0], act=self.act, dtype=_DTYPES[x.dtype],
+                              layout="nhwc")
+        except ProblemError:
+            return None
+        if not kernels.families_for(problem):
+            return None
+        self._weight = c.weight.detach().contiguous()
+        return lookup(problem, db=self.db)
+
     def forward(self, x):
         c = self.conv
         if self._fusable and x.is_cuda and x.dtype == torch.float16:
+            kernel = self._tuned(x)
+            if kernel is not None:
+                return kernel(x, self._weight, c.bias)
             y = torch.cudnn_convolution_relu(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
             return y.clamp_max_(6.0) if self.act == "relu6" else y
         y = c(x)
         return torch.clamp(y, 0.0, 6.0) if self.act == "relu6" else torch.relu(y)
 
 
-def _fold_batchnorms(module: nn.Module) -> int:
+def _fold_batchnorms(module: nn.Module, db=None) -> int:
     """Folds every BatchNorm2d that directly follows a Conv2d in a Sequential (outside the tuned blocks,
     which fold their own) into that conv, leaving an Identity in its place; a ReLU or ReLU6 right after
     joins the conv in a ConvAct. Returns how many BatchNorms were folded."""
@@ -187,12 +221,12 @@ def _fold_batchnorms(module: nn.Module) -> int:
             module[i + 1] = nn.Identity()
             act = _activation(children[i + 2]) if i + 2 < len(children) else None
             if act:
-                module[i] = ConvAct(conv, act)
+                module[i] = ConvAct(conv, act, db)
                 module[i + 2] = nn.Identity()
             folded += 1
     for child in module.children():
         if not isinstance(child, TunedBlock):
-            folded += _fold_batchnorms(child)
+            folded += _fold_batchnorms(child, db)
     return folded
 
 

@@ -26,7 +26,7 @@ def test_sweep_needs_gpu_or_dry_run(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--dtype", "float64"], "float64"),
     (["sweep", "--layout", "nchwc"], "nchwc"),
-    (["sweep", "--ops", "dw,conv"], "conv"),
+    (["sweep", "--ops", "dw,conv3d"], "conv3d"),
     (["sweep", "--batch", "0"], "positive"),
     (["sweep", "--trials", "-3"], "positive"),
     (["sweep", "--model", "resnet"], "resnet"),

@@ -225,3 +225,43 @@ def test_tf32_family_matches_reference(problem, arch):
         launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
         ok, err = compare(cupy.asnumpy(y), want, problem.tolerance)
         assert ok, f"{family.name} {config} + residual: worst error / tolerance = {err}"
+
+
+# The dense conv (a network's stem), fp16 NHWC only: odd sizes and stride 2, channel counts off every
+# vector width, 5x5 and 7x7 windows, no padding; each run also with the input's pixels padded to 8
+# channels (TensorRT's HWC8, ldx > C) holding large values that must not leak into the output.
+CONV = [
+    dict(op="conv", N=3, C=3, H=37, W=45, C_out=32, k=3, stride=2, act="relu6"),
+    dict(op="conv", N=2, C=3, H=19, W=13, C_out=16, k=3, stride=1, act="none", bias=False),
+    dict(op="conv", N=1, C=5, H=21, W=30, C_out=24, k=3, stride=2, act="relu"),
+    dict(op="conv", N=2, C=1, H=17, W=23, C_out=32, k=7, stride=2, act="relu6"),
+    dict(op="conv", N=1, C=2, H=9, W=40, C_out=64, k=3, stride=1, act="relu6", padding=0),
+    dict(op="conv", N=2, C=2, H=12, W=11, C_out=8, k=5, stride=1, act="none"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in CONV], ids=lambda p: p.key)
+def test_conv_matches_reference(problem, arch):
+    import cupy
+    import numpy as np
+    from autotune.reference import compare, random_inputs, reference
+    from autotune.runner import launch, load_function
+    family = kernels.family_named("conv_nhwc_tc")
+    assert family in kernels.families_for(problem, arch)
+    host = random_inputs(problem, np.random.default_rng(11))
+    want = reference(problem, **host)
+    w = cupy.asarray(host["w"])
+    b = cupy.asarray(host["bias"]) if host["bias"] is not None else None
+    valid = valid_configs(family, problem)
+    rng = random.Random(problem.key)
+    configs = [family.default_config(problem), *rng.sample(valid, min(10, len(valid))),
+               max(valid, key=lambda c: c["tile_h"] * c["tile_w"] / c["warps"])]
+    for ldx in (problem.C, 8):
+        x = cupy.full((*problem.input_shape[:3], ldx), 1000.0, dtype=problem.dtype)
+        x[..., :problem.C] = cupy.asarray(host["x"])
+        for config in configs:
+            binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+            y = cupy.full(problem.output_shape, cupy.nan, dtype=problem.dtype)
+            launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, ldx=ldx)
+            ok, err = compare(cupy.asnumpy(y), want, problem.dtype)
+            assert ok, f"{family.name} {config} ldx={ldx}: worst error / tolerance = {err}"

@@ -57,7 +57,7 @@ def test_depthwise_c_out_must_equal_c():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("op", "conv"), ("op", "DW"),
+    ("op", "conv3d"), ("op", "DW"),
     ("k", 1), ("k", 4), ("k", 9), ("k", 0),
     ("stride", 3), ("stride", 0),
     ("dtype", "bfloat16"), ("dtype", "float64"), ("dtype", "half"),

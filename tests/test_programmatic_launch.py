@@ -20,6 +20,7 @@ SAMPLES = [
     Problem("pw", N=2, C=48, H=7, W=9, C_out=40, act="relu6", dtype="float16", layout="nhwc"),
     Problem("pw", N=2, C=48, H=7, W=9, C_out=40, dtype="float16", layout="nchw"),
     Problem("pw", N=2, C=48, H=7, W=9, C_out=40, dtype="float32", layout="nhwc", tf32=True),
+    Problem("conv", N=2, C=3, H=19, W=21, C_out=32, k=3, stride=2, act="relu6", dtype="float16", layout="nhwc"),
     Problem("dwpw", N=2, C=48, H=14, W=14, C_out=24, k=3, act="relu6", dtype="float16", layout="nhwc"),
     Problem("ir", N=2, C=24, H=14, W=14, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc"),
     Problem("ir", N=1, C=16, H=9, W=11, C_out=24, k=3, stride=2, expansion=4, act="relu6", dtype="float32", layout="nchw"),

@@ -102,8 +102,8 @@ def scalar_args(problem, ldx=None, ldy=None) -> tuple:
 
 
 def families():
-    from . import depthwise, fused, pointwise
-    return [*depthwise.FAMILIES, *pointwise.FAMILIES, *fused.FAMILIES]
+    from . import conv, depthwise, fused, pointwise
+    return [*depthwise.FAMILIES, *pointwise.FAMILIES, *conv.FAMILIES, *fused.FAMILIES]
 
 
 def supports(family, arch: str) -> bool:
@@ -115,6 +115,12 @@ def supports(family, arch: str) -> bool:
 def families_for(problem, arch: str | None = None):
     """The families that run `problem`; with an arch, only those it supports."""
     return [f for f in families() if f.applies(problem) and (arch is None or supports(f, arch))]
+
+
+def runnable(problems) -> tuple[list, list]:
+    """(problems some family runs, problems none does: PyTorch keeps those)."""
+    fit = [p for p in problems if families_for(p)]
+    return fit, [p for p in problems if p not in fit]
 
 
 def family_named(name: str):
