@@ -8,6 +8,7 @@ from . import Launch, ceil_div, resource_violation
 _MAX_KP = 64          # window length K*K*C, padded to 16: the B fragments of every step stay in registers
 _MAX_C_OUT = 64       # every output channel in one block: NT = C_out/8 accumulator tiles per thread
 _MAX_FRAGMENTS = 16   # (KP/16) x (C_out/8) B fragments per thread: 64 x 64 spilled on sm_80
+_MAX_LOADS = 12       # input elements a thread holds in registers while the tile before is computed
 _REGISTER_OVERHEAD = 40
 
 
@@ -28,7 +29,7 @@ class TensorCoreConv:
                 and self._k_padded(problem) // 16 * problem.C_out // 8 <= _MAX_FRAGMENTS)
 
     def space(self, problem) -> dict:
-        return {"tile_h": (1, 2, 4, 8, 16), "tile_w": (8, 16, 32, 64), "warps": (1, 2, 4, 8)}
+        return {"tile_h": (1, 2, 4, 8, 16), "tile_w": (8, 16, 32, 64), "warps": (1, 2, 4, 8), "tiles": (1, 2, 4, 8)}
 
     def check(self, problem, cfg) -> str | None:
         if not self.applies(problem):
@@ -43,27 +44,35 @@ class TensorCoreConv:
             return "tile larger than the output"
         k, s, kp = problem.k, problem.stride, self._k_padded(problem)
         in_elems = ((cfg["tile_h"] - 1) * s + k) * ((cfg["tile_w"] - 1) * s + k) * problem.C
-        shared = 2 * (in_elems + problem.C_out * (kp + 8) + pixels * (problem.C_out + 8)) + 4 * problem.C_out
+        loads = ceil_div(in_elems, 32 * cfg["warps"])
+        if loads > _MAX_LOADS:
+            return f"{loads} input elements per thread and tile (at most {_MAX_LOADS} in registers)"
+        if cfg["tiles"] > 1 and self._tiles(problem, cfg) < 2 * cfg["tiles"]:
+            return f"{self._tiles(problem, cfg)} tiles: too few for {cfg['tiles']} per block"
         nt, steps = problem.C_out // 8, kp // 16
-        registers = 2 * steps * nt + 4 * steps + 4 * nt + 4 + _REGISTER_OVERHEAD
-        return resource_violation(32 * cfg["warps"], shared, registers)
+        registers = 2 * steps * nt + 4 * steps + 6 * nt + 2 * loads + 4 + _REGISTER_OVERHEAD
+        return resource_violation(32 * cfg["warps"], 2 * 2 * in_elems, registers)
+
+    @staticmethod
+    def _tiles(problem, cfg):
+        p = problem
+        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+        return p.N * ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"])
 
     def default_config(self, problem) -> dict:
-        return {"tile_h": 1, "tile_w": 16, "warps": 1}
+        return {"tile_h": 1, "tile_w": 16, "warps": 1, "tiles": 1}
 
     def template_params(self, problem, cfg) -> dict:
-        return {"TILE_H": cfg["tile_h"], "TILE_W": cfg["tile_w"], "WARPS": cfg["warps"],
+        return {"TILE_H": cfg["tile_h"], "TILE_W": cfg["tile_w"], "WARPS": cfg["warps"], "TILES": cfg["tiles"],
                 "C_IN": problem.C, "C_OUT": problem.C_out}
 
     def divisors(self, problem, cfg) -> dict:
         return {}       # compiled for its channel counts: reused only for exactly those
 
     def launch(self, problem, cfg) -> Launch:
-        p = problem
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-        tiles = ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"])
-        return Launch(grid=(tiles, 1, p.N), block=(32 * cfg["warps"], 1, 1), shared_mem=0)
+        return Launch(grid=(ceil_div(self._tiles(problem, cfg), cfg["tiles"]), 1, 1), block=(32 * cfg["warps"], 1, 1),
+                      shared_mem=0)
 
 
 FAMILIES = [TensorCoreConv()]
