@@ -68,14 +68,14 @@ def test_default_is_valid_and_space_not_empty(size, k, stride):
     assert valid_configs(CONV, p)
 
 
-@pytest.mark.parametrize("change, reason", [
-    (dict(tile_h=1, tile_w=8), "groups of 16"),
-    (dict(tile_h=1, tile_w=16, warps=2), "warps for 1 m16 tiles"),
-    (dict(tile_h=16, tile_w=64, warps=8), "input elements per thread"),
-    (dict(tile_h=8, tile_w=16, warps=4, tiles=8), "too few for 8 per block"),
+@pytest.mark.parametrize("size, change, reason", [
+    (dict(H=64, W=64), dict(tile_h=1, tile_w=8), "groups of 16"),
+    (dict(H=64, W=64), dict(tile_h=1, tile_w=16, warps=2), "warps for 1 m16 tiles"),
+    (dict(H=64, W=64), dict(tile_h=16, tile_w=64, warps=8), "input elements per thread"),
+    (dict(H=48, W=48), dict(tile_h=4, tile_w=16, warps=4, tiles=8), "12 tiles: too few for 8 per block"),
 ])
-def test_check_rejects(change, reason):
-    p = stem(N=1, H=64, W=64)
+def test_check_rejects(size, change, reason):
+    p = stem(N=1, **size)
     assert reason in CONV.check(p, {**CONV.default_config(p), **change})
 
 
