@@ -22,15 +22,15 @@ def main():
         groups = {}
         for r in rows:
             p = r.problem
-            groups.setdefault((p.op, p.N, p.dtype, p.layout), []).append(r)
-        print(f"{'op':3s} {'N':>3s} {'dtype':8s} {'layout':6s} {'n':>3s} {'median x cuDNN':>15s} "
+            groups.setdefault((p.op, p.N, p.dtype + (" tf32" if p.tf32 else ""), p.layout), []).append(r)
+        print(f"{'op':4s} {'N':>3s} {'dtype':12s} {'layout':6s} {'n':>3s} {'median x cuDNN':>15s} "
               f"{'median x stronger peer':>23s} {'min x stronger':>15s} {'median floor frac':>18s}")
         for (op, n, dtype, layout), rs in sorted(groups.items()):
             rs = [r for r in rs if r.best_us]
             sp = [r.speedup for r in rs if r.speedup]
             ss = [r.speedup_vs_stronger for r in rs if r.speedup_vs_stronger]
             ff = [r.floor_fraction for r in rs]
-            print(f"{op:3s} {n:3d} {dtype:8s} {layout:6s} {len(rs):3d} "
+            print(f"{op:4s} {n:3d} {dtype:12s} {layout:6s} {len(rs):3d} "
                   f"{statistics.median(sp) if sp else float('nan'):14.2f}x "
                   f"{statistics.median(ss) if ss else float('nan'):22.2f}x "
                   f"{min(ss) if ss else float('nan'):14.2f}x {statistics.median(ff):18.2f}")
