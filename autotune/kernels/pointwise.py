@@ -492,19 +492,19 @@ class StreamingPointwise(_Pointwise):
 class TF32Pointwise:
     """float32 1x1 on TF32 tensor cores (mma.sync m16n8k8, templates/pointwise_tf32.cu.j2), both layouts:
     only for problems with tf32 set, an explicit option. The block_m x block_n tile is split over
-    warps_m x warps_n warps; K is walked 32 channels at a time through shared memory."""
+    warps_m x warps_n warps; K is walked block_k channels at a time through a stages-deep cp.async ring
+    in shared memory."""
     name = "pointwise_tf32"
     template = "pointwise_tf32.cu.j2"
     entry = "pw_conv2d"
     residual_epilogue = True
-    BLOCK_K = 32
 
     def applies(self, problem) -> bool:
         return problem.op == "pw" and problem.tf32
 
     def space(self, problem) -> dict:
         return {"block_m": (16, 32, 64, 128), "block_n": (8, 16, 32, 64, 128),
-                "warps_m": (1, 2, 4), "warps_n": (1, 2, 4)}
+                "warps_m": (1, 2, 4), "warps_n": (1, 2, 4), "block_k": (16, 32), "stages": (2, 3)}
 
     def check(self, problem, config) -> str | None:
         if not self.applies(problem):
@@ -516,20 +516,20 @@ class TF32Pointwise:
         if c["block_n"] > max(8, _round_up(problem.C_out, 8)):
             return "block_n larger than C_out"
         mt, nt = c["block_m"] // c["warps_m"] // 16, c["block_n"] // c["warps_n"] // 8
-        shared = (c["block_m"] + c["block_n"]) * (self.BLOCK_K + 4) * 4
+        shared = c["stages"] * (c["block_m"] + c["block_n"]) * (c["block_k"] + 4) * 4
         registers = 4 * mt * nt + 4 * mt + 2 * nt + 40          # accumulators, one k8 step's fragments
         return resource_violation(32 * c["warps_m"] * c["warps_n"], shared, registers)
 
     def default_config(self, problem) -> dict:
         for block_n in (32, 16, 8):
-            config = {"block_m": 64, "block_n": block_n, "warps_m": 2, "warps_n": 1}
+            config = {"block_m": 64, "block_n": block_n, "warps_m": 2, "warps_n": 1, "block_k": 32, "stages": 2}
             if self.check(problem, config) is None:
                 return config
         raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # check() bug
 
     def template_params(self, problem, config) -> dict:
-        return {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"],
-                "WARPS_M": config["warps_m"], "WARPS_N": config["warps_n"]}
+        return {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "WARPS_M": config["warps_m"],
+                "WARPS_N": config["warps_n"], "BLOCK_K": config["block_k"], "STAGES": config["stages"]}
 
     def divisors(self, problem, config) -> dict:
         return {}                     # element-wise loads and stores: any C, C_out and strides
