@@ -273,7 +273,7 @@ def choose(problem: Problem, store: Store | None, gpu: dict):
         gid = gpu_id(gpu)
         rows = [r for r in store.best_rows() if r["family"] in families
                 and all(_field(r, f) == getattr(problem, f) for f in _SAME_KIND)
-                and families[r["family"]].check(problem, r["config"]) is None]
+                and _usable(families[r["family"]], problem, r["config"])]
         tiers = [("exact", lambda r: r["gpu"] == gid and r["problem"] == problem.key),
                  ("nearest tuned shape on this GPU", lambda r: r["gpu"] == gid),
                  ("same compute capability", lambda r: r["compute_capability"] == gpu["compute_capability"])]
@@ -286,6 +286,12 @@ def choose(problem: Problem, store: Store | None, gpu: dict):
                 return families[r["family"]], r["config"], label
     family = next(iter(families.values()))
     return family, family.default_config(problem), "default configuration (nothing tuned fits)"
+
+
+def _usable(family, problem: Problem, config: dict) -> bool:
+    """Whether a stored configuration (maybe another shape's, or from an older version of the family with
+    other parameters) runs this problem."""
+    return set(config) == set(family.space(problem)) and family.check(problem, config) is None
 
 
 def _field(row, name):

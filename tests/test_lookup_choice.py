@@ -94,3 +94,14 @@ def test_activations_must_lie_in_the_problem_layout():
     assert set(_layouts("nchw", 2, 8, 4, 5)) == {(2, 8, 4, 5)}
     # C == H == W: the two shapes coincide, and the NHWC data's own strides win
     assert _layouts("nhwc", 2, 20, 20, 20) == {(2, 20, 20, 20): (8000, 400, 20, 1)}
+
+
+def test_row_from_an_older_version_of_a_family_is_skipped(tmp_path):
+    """A best row whose configuration has other parameters than the family has today (a database from
+    an older version) is passed over, not handed to check() (which would fail on the missing keys)."""
+    s = Store(tmp_path / "old.db")
+    gid = s.add_gpu(H200)
+    s.add_problem(TUNED)
+    s.add_trial(gid, TUNED, "depthwise_nhwc", {k: v for k, v in CONFIG.items() if k != "unroll_rows"}, OK, time_us=5.0)
+    family, config, fallback = choose(TUNED, s, H200)
+    assert fallback.startswith("default") and family.check(TUNED, config) is None
