@@ -52,22 +52,17 @@ def reference(problem: Problem, x, w, bias=None) -> np.ndarray:
         return y + np.asarray(x, dtype=np.float64) if p.residual else y
     xn = to_nchw(np.asarray(x, dtype=np.float64), p.layout)
     w = np.asarray(w, dtype=np.float64)
-    if p.op == "dw":
-        xp = np.pad(xn, ((0, 0), (0, 0), (p.padding, p.padding), (p.padding, p.padding)))
-        y = np.zeros((p.N, p.C, p.H_out, p.W_out))
-        span_h, span_w = (p.H_out - 1) * p.stride + 1, (p.W_out - 1) * p.stride + 1
-        for ky in range(p.k):
-            for kx in range(p.k):
-                window = xp[:, :, ky:ky + span_h:p.stride, kx:kx + span_w:p.stride]
-                y += window * w[:, 0, ky, kx][None, :, None, None]
-    elif p.op == "conv":
+    if p.op in ("dw", "conv"):
         xp = np.pad(xn, ((0, 0), (0, 0), (p.padding, p.padding), (p.padding, p.padding)))
         y = np.zeros((p.N, p.C_out, p.H_out, p.W_out))
         span_h, span_w = (p.H_out - 1) * p.stride + 1, (p.W_out - 1) * p.stride + 1
         for ky in range(p.k):
             for kx in range(p.k):
                 window = xp[:, :, ky:ky + span_h:p.stride, kx:kx + span_w:p.stride]
-                y += np.einsum("oc,nchw->nohw", w[:, :, ky, kx], window, optimize=True)
+                if p.op == "dw":        # channel c sees only channel c
+                    y += window * w[:, 0, ky, kx][None, :, None, None]
+                else:                   # every output channel sees every input channel
+                    y += np.einsum("oc,nchw->nohw", w[:, :, ky, kx], window, optimize=True)
     else:
         y = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], xn, optimize=True)
     if p.bias:

@@ -73,6 +73,14 @@ def db(tmp_path_factory):
     nb = Problem("dw", 1, 8, 8, 8, k=3, bias=False, dtype="float32", layout="nchw")
     store.add_problem(nb)
     store.add_trial(gid, nb, "depthwise_nchw", depthwise.NCHW.default_config(nb), OK, time_us=1.0)
+    # nor are a dense conv (no plugin op) and a TF32 problem (a float32 plugin stays exact)
+    for other, family in ((Problem("conv", 1, 3, 16, 16, C_out=16, k=3, stride=2, act="relu6", dtype="float16",
+                                   layout="nhwc"), "conv_nhwc_tc"),
+                          (Problem("pw", 1, 24, 8, 8, C_out=48, act="relu", dtype="float32", layout="nhwc", tf32=True),
+                           "pointwise_tf32")):
+        store.add_problem(other)
+        fam = kernels.family_named(family)
+        store.add_trial(gid, other, family, fam.default_config(other), OK, time_us=1.0)
     store.close()
     return path, gid, expected
 

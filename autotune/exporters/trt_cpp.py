@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..store import Store
-from .trt_python import MAX_TACTICS, ExportError, SymInt, plugin_variants, resolve_gpus
+from .trt_python import MAX_TACTICS, PLUGIN_OPS, ExportError, SymInt, plugin_variants, resolve_gpus
 
 CPP_DIR = "cpp"
 FILES = {"autotune_kernels.h": "trt_cpp/kernels.h.j2",
@@ -32,7 +32,6 @@ FILES = {"autotune_kernels.h": "trt_cpp/kernels.h.j2",
          "CMakeLists.txt": "trt_cpp/CMakeLists.txt.j2"}
 FORMATS = ("LINEAR", "HWC", "HWC8")       # index = the generated header's format code
 DTYPES = ("float32", "float16")
-OPS = ("dw", "pw", "dwpw", "ir")
 ACTS = ("none", "relu", "relu6")
 
 
@@ -110,7 +109,7 @@ def render_files(variants, images, gpus, source: str) -> dict:
     env = _environment()
     context = dict(variants=variants, images=images, gpus=[g["id"] for g in gpus],
                    gpu_names={g["id"]: g["name"] for g in gpus}, source=source, max_tactics=MAX_TACTICS,
-                   formats=FORMATS, dtypes=DTYPES, ops=OPS, acts=ACTS, c_bytes=c_bytes, c_string=c_string)
+                   formats=FORMATS, dtypes=DTYPES, ops=PLUGIN_OPS, acts=ACTS, c_bytes=c_bytes, c_string=c_string)
     return {name: env.get_template(template).render(**context) for name, template in FILES.items()}
 
 

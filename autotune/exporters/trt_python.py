@@ -32,6 +32,9 @@ from ..problem import Problem
 from ..store import OK, Store
 
 MAX_TACTICS = 3
+# The ops the plugins implement. Dense convs (a stem) stay TensorRT's; TF32 problems are not exported
+# either: TensorRT decides on TF32 itself (BuilderFlag.TF32), and a float32 plugin stays exact.
+PLUGIN_OPS = ("dw", "pw", "dwpw", "ir")
 MODULE_NAME = "autotune_plugins.py"
 TEMPLATE = "trt_plugins.py.j2"
 SIZE_NAMES = ("N", "C", "H", "W", "C_out")
@@ -301,14 +304,17 @@ class PluginVariant:   # one exported variant, as both plugin exporters' templat
 
 def plugin_variants(store: Store, gpus: list[dict]) -> list[PluginVariant]:
     """Every variant to export, launch geometry and arguments still symbolic: for every tuned problem
-    with bias (onnx_fuse always emits one), the variants select_variants ranks."""
+    of a plugin op with bias (onnx_fuse always emits one) that is not TF32, the variants select_variants
+    ranks."""
     from .. import codegen
     out = []
     for g in gpus:
         for row in sorted(store.best_rows(g["id"]), key=lambda r: r["problem"]):
-            if not row["bias"]:
+            if not row["bias"] or row["op"] not in PLUGIN_OPS:
                 continue
             problem = store.problem(row["problem"])
+            if problem.tf32:
+                continue
             for v in select_variants(store, g["id"], problem):
                 family = kernels.family_named(v.family)
                 launch = symbolic_launch(family, problem, v.config)
