@@ -285,7 +285,7 @@ class StreamingDepthwise:
             "tile_w": tuple(sorted({8, 16, 32, 64} | exact_w)),
             "out_h": (1, 2, 4),
             "out_w": (1, 2),
-            "strip": (4, 8, 16),
+            "strip": (1, 2, 4, 8, 16),      # 1 and 2: more blocks for small batch-1 layers
             "depth": (1, 2, 3),
         }
 
