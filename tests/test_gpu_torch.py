@@ -36,12 +36,14 @@ def test_mobilenet_v2_matches(tmp_path, dtype, layout):
         with torch.no_grad():
             out, ref = fast(x), net(x)
     assert fast.autotune_blocks == 17 and sum(isinstance(m, at.TunedBlock) for m in fast.modules()) == 17
-    # the stem's and the last 1x1's BatchNorms are folded into their (PyTorch) convs
-    # the stem's and the last 1x1's BatchNorms are folded into their (PyTorch) convs, ReLU6 joins them
+    # the stem's and the last 1x1's BatchNorms are folded into their convs, ReLU6 joins them
     assert fast.autotune_folded == 2
     for i in (0, 18):
         assert isinstance(fast.features[i][0], at.ConvAct) and fast.features[i][0].act == "relu6"
         assert [type(m) for m in list(fast.features[i])[1:]] == [torch.nn.Identity, torch.nn.Identity]
+    if dtype == torch.float16:       # the stem runs on the dense-conv kernel, the last 1x1 on cuDNN
+        assert [k.family.name for k in fast.features[0][0]._kernels.values()] == ["conv_nhwc_tc"]
+        assert list(fast.features[18][0]._kernels.values()) == [None]
     assert not hasattr(net, "autotune_blocks")            # the original is untouched
     assert isinstance(net.features[0][1], torch.nn.BatchNorm2d) and net.features[0][0].bias is None
     rtol = 8 * (2e-3 if dtype == torch.float16 else 1e-5)    # 8x a kernel's tolerance over ~50 layers
@@ -86,12 +88,13 @@ def test_batchnorm_after_other_convs_is_folded():
     assert [type(m).__name__ for m in fast[:5]] == ["ConvAct", "Identity", "Identity", "Conv2d", "Identity"]
     assert isinstance(fast[5][1], nn.Identity)
     assert _worst(out, ref, 1e-5) <= 1.0
-    # float16 channels_last: ConvAct runs cuDNN's fused conv + bias + ReLU, then the clamp at 6
+    # float16 channels_last: the first ConvAct (3 -> 16, 3x3, no padding) runs on the dense-conv kernel
     half, fast_half = model.half().to(memory_format=torch.channels_last), fast.half().to(memory_format=torch.channels_last)
     xh = x.half().contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out, ref = fast_half(xh), half(xh)
     assert out.is_contiguous(memory_format=torch.channels_last)
+    assert [k.family.name for k in fast_half[0]._kernels.values()] == ["conv_nhwc_tc"]
     assert _worst(out, ref, 4e-3) <= 1.0
 
 
