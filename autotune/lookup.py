@@ -54,7 +54,7 @@ def programmatic_launch(arch: str) -> bool:
     """Whether kernels for `arch` start with programmatic dependent launch: sm_90 and later, unless
     AUTOTUNE_PDL=0. Every template waits for the previous kernel's writes before touching memory
     (wait_for_previous_kernel in common.cuh), so only launch latency overlaps the kernel before."""
-    return int(arch.removeprefix("sm_").rstrip("a")) >= 90 and os.environ.get("AUTOTUNE_PDL", "1") != "0"
+    return kernels.sm_version(arch) >= 90 and os.environ.get("AUTOTUNE_PDL", "1") != "0"
 
 
 class TunedKernel:

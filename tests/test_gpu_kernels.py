@@ -125,23 +125,32 @@ def test_streaming_depthwise_matches_reference(problem, arch):
                          ids=lambda p: p.key)
 def test_residual_epilogue_matches_reference(problem, arch):
     """Every pointwise family rendered with the residual epilogue: y = act(conv + bias) + residual."""
+    rng = random.Random(problem.key)
+    runs = []
+    for family in kernels.families_for(problem, arch):
+        valid = valid_configs(family, problem)
+        runs += [(family, c) for c in (family.default_config(problem), *rng.sample(valid, min(4, len(valid))))]
+    _check_residual_epilogue(problem, runs, arch)
+
+
+def _check_residual_epilogue(problem, runs, arch):
+    """Each (family, config) of `runs`, rendered with the residual epilogue, against the reference plus
+    the residual, on fresh inputs and a NaN-poisoned output, at the problem's tolerance."""
     import cupy
     import numpy as np
     from autotune.reference import compare, random_inputs, reference
     from autotune.runner import launch, load_function
-    rng = random.Random(problem.key)
     host = random_inputs(problem, np.random.default_rng(5))
     residual = np.random.default_rng(6).standard_normal(problem.output_shape).astype(problem.dtype)
     want = reference(problem, **host) + residual.astype(np.float64)
-    x, w, b, r = (cupy.asarray(a) for a in (host["x"], host["w"], host["bias"], residual))
-    for family in kernels.families_for(problem, arch):
-        valid = valid_configs(family, problem)
-        for config in (family.default_config(problem), *rng.sample(valid, min(4, len(valid)))):
-            binary = compiler.compile_code(codegen.render(family, problem, config, add_residual=True).code, arch)
-            y = cupy.full(problem.output_shape, cupy.nan, dtype=problem.dtype)
-            launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
-            ok, err = compare(cupy.asnumpy(y), want, problem.dtype)
-            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+    x, w, r = (cupy.asarray(a) for a in (host["x"], host["w"], residual))
+    b = cupy.asarray(host["bias"]) if host["bias"] is not None else None
+    for family, config in runs:
+        binary = compiler.compile_code(codegen.render(family, problem, config, add_residual=True).code, arch)
+        y = cupy.full(problem.output_shape, cupy.nan, dtype=problem.dtype)
+        launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
+        ok, err = compare(cupy.asnumpy(y), want, problem.tolerance)
+        assert ok, f"{family.name} {config} + residual: worst error / tolerance = {err}"
 
 
 # TensorRT's HWC8 format pads every pixel's channels to a multiple of 8: kernels then run with
@@ -201,11 +210,8 @@ TF32 = [
 
 @pytest.mark.parametrize("problem", [Problem(**s, dtype="float32", tf32=True) for s in TF32], ids=lambda p: p.key)
 def test_tf32_family_matches_reference(problem, arch):
-    import cupy
-    import numpy as np
     from autotune.kernels.pointwise import TF32_FAMILY as family
-    from autotune.reference import compare, random_inputs, reference
-    from autotune.runner import ProblemData, launch, load_function, verify
+    from autotune.runner import ProblemData, load_function, verify
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     rng = random.Random(problem.key)
     valid = valid_configs(family, problem)
@@ -214,17 +220,7 @@ def test_tf32_family_matches_reference(problem, arch):
         binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
         ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
         assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
-    host = random_inputs(problem, np.random.default_rng(5))
-    residual = np.random.default_rng(6).standard_normal(problem.output_shape).astype(problem.dtype)
-    want = reference(problem, **host) + residual.astype(np.float64)
-    x, w, r = (cupy.asarray(a) for a in (host["x"], host["w"], residual))
-    b = cupy.asarray(host["bias"]) if host["bias"] is not None else None
-    for config in configs[:3]:
-        binary = compiler.compile_code(codegen.render(family, problem, config, add_residual=True).code, arch)
-        y = cupy.full(problem.output_shape, cupy.nan, dtype=problem.dtype)
-        launch(load_function(binary, family.entry), family.launch(problem, config), x, w, b, y, problem, residual=r)
-        ok, err = compare(cupy.asnumpy(y), want, problem.tolerance)
-        assert ok, f"{family.name} {config} + residual: worst error / tolerance = {err}"
+    _check_residual_epilogue(problem, [(family, c) for c in configs[:3]], arch)
 
 
 # The dense conv (a network's stem), fp16 NHWC only: odd sizes and stride 2, channel counts off every

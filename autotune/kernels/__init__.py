@@ -94,6 +94,19 @@ def idle_in_cluster(units: int, cluster_k: int) -> bool:
     return ceil_div(units, share) < cluster_k
 
 
+def tile_grid(p, tile_h: int, tile_w: int, ch_per_block: int) -> tuple:
+    """The grid the depthwise and conv templates decode: x = output tiles (row-major), y = channel
+    blocks, z = images. Only +, *, // on the problem's sizes (they may be symbolic in an exporter)."""
+    h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+    w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+    return (ceil_div(w_out, tile_w) * ceil_div(h_out, tile_h), ceil_div(p.C, ch_per_block), p.N)
+
+
+def sm_version(arch: str) -> int:
+    """90 for "sm_90", "sm_90a" or "compute_90"."""
+    return int(arch.split("_")[-1].rstrip("a"))
+
+
 def scalar_args(problem, ldx=None, ldy=None) -> tuple:
     """The int32 arguments after the four pointers, in kernel-signature order."""
     p = problem
@@ -109,7 +122,7 @@ def families():
 def supports(family, arch: str) -> bool:
     """Whether `arch` ("sm_90", "compute_90") runs the family (its `min_sm`, when it has one:
     thread-block clusters need sm_90)."""
-    return getattr(family, "min_sm", 0) <= int(arch.split("_")[-1])
+    return getattr(family, "min_sm", 0) <= sm_version(arch)
 
 
 def families_for(problem, arch: str | None = None):

@@ -3,7 +3,7 @@ dozen outputs. One family: fp16 NHWC on tensor cores (templates/conv_nhwc_tc.cu.
 done from a staged input tile. Other dtypes and layouts have no family here (PyTorch keeps them)."""
 from __future__ import annotations
 
-from . import Launch, ceil_div, resource_violation
+from . import Launch, ceil_div, resource_violation, tile_grid
 
 _MAX_KP = 64          # window length K*K*C, padded to 16: the B fragments of every step stay in registers
 _MAX_C_OUT = 64       # every output channel in one block: NT = C_out/8 accumulator tiles per thread
@@ -55,10 +55,9 @@ class TensorCoreConv:
 
     @staticmethod
     def _tiles(problem, cfg):
-        p = problem
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-        return p.N * ceil_div(w_out, cfg["tile_w"]) * ceil_div(h_out, cfg["tile_h"])
+        """Output tiles over all images (the template walks them as one range)."""
+        per_image, _, images = tile_grid(problem, cfg["tile_h"], cfg["tile_w"], problem.C)
+        return per_image * images
 
     def default_config(self, problem) -> dict:
         return {"tile_h": 1, "tile_w": 16, "warps": 1, "tiles": 1}

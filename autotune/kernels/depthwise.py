@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from . import Launch, ceil_div, resource_violation
+from . import Launch, ceil_div, resource_violation, tile_grid
 
 _REGISTER_OVERHEAD = 32   # indices, pointers, loop state: what ptxas adds on top of the arrays
 _MAX_WEIGHT_REGISTERS = 72  # NHWC: K*K*VEC weights kept in registers up to this many
@@ -60,14 +60,6 @@ def _check_tile(problem, cfg, min_tile_w: int) -> str | None:
             cfg["tile_w"] > max(cfg["out_w"], _next_pow2(problem.W_out), min_tile_w):
         return "tile larger than the output"
     return None
-
-
-def _tile_grid(p, tile_h: int, tile_w: int, ch_per_block: int) -> tuple:
-    """The grid every depthwise template decodes: x = output tiles (row-major), y = channel blocks,
-    z = images. Only +, *, // on the problem's sizes (they may be symbolic in an exporter)."""
-    h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-    w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-    return (ceil_div(w_out, tile_w) * ceil_div(h_out, tile_h), ceil_div(p.C, ch_per_block), p.N)
 
 
 @dataclass(frozen=True)
@@ -200,7 +192,7 @@ class DepthwiseFamily:
     def launch(self, problem, cfg) -> Launch:
         per_c = cfg["ch_per_block"] // cfg["vec"] if self.layout == "nhwc" else cfg["ch_per_block"]
         threads = per_c * (cfg["tile_w"] // cfg["out_w"]) * (cfg["tile_h"] // cfg["out_h"])
-        return Launch(grid=_tile_grid(problem, cfg["tile_h"], cfg["tile_w"], cfg["ch_per_block"]),
+        return Launch(grid=tile_grid(problem, cfg["tile_h"], cfg["tile_w"], cfg["ch_per_block"]),
                       block=(threads, 1, 1), shared_mem=0)
 
 
@@ -255,7 +247,7 @@ class TensorCoreDepthwise:
         return {"C": 8}
 
     def launch(self, problem, cfg) -> Launch:
-        return Launch(grid=_tile_grid(problem, cfg["tile_h"], cfg["tile_w"], cfg["ch_per_block"]),
+        return Launch(grid=tile_grid(problem, cfg["tile_h"], cfg["tile_w"], cfg["ch_per_block"]),
                       block=(32 * cfg["warps"], 1, 1), shared_mem=0)
 
 
@@ -353,7 +345,7 @@ class StreamingDepthwise:
 
     def launch(self, problem, cfg) -> Launch:
         threads = cfg["ch_per_block"] // cfg["vec"] * cfg["tile_w"] // cfg["out_w"]
-        return Launch(grid=_tile_grid(problem, cfg["strip"], cfg["tile_w"], cfg["ch_per_block"]),
+        return Launch(grid=tile_grid(problem, cfg["strip"], cfg["tile_w"], cfg["ch_per_block"]),
                       block=(threads, 1, 1), shared_mem=0)
 
 

@@ -49,6 +49,14 @@ def widest_vector(problem, name) -> int:
     return max(v for v in vector_widths(problem) if all(d % v == 0 for d in dims))
 
 
+def _gemm_grid(problem, config) -> tuple:
+    """x = block_m-pixel tiles (NHWC: of all images; NCHW: of one image), y = block_n-channel tiles,
+    z = images (NCHW)."""
+    p = problem
+    rows, images = (p.N * p.H * p.W, 1) if p.layout == "nhwc" else (p.H * p.W, p.N)
+    return ceil_div(rows, config["block_m"]), ceil_div(p.C_out, config["block_n"]), images
+
+
 class _Pointwise:
     entry = "pw_conv2d"
     residual_epilogue = True    # codegen.render(..., add_residual=True): y += a residual laid out like y
@@ -129,13 +137,7 @@ class _Pointwise:
 
     # ---- launch ------------------------------------------------------------------------------------
     def launch(self, problem, config) -> Launch:
-        p = problem
-        if p.layout == "nhwc":
-            rows, images = p.N * p.H * p.W, 1
-        else:
-            rows, images = p.H * p.W, p.N
-        grid = (ceil_div(rows, config["block_m"]), ceil_div(p.C_out, config["block_n"]), images)
-        return Launch(grid=grid, block=(self.threads(config), 1, 1), shared_mem=0)  # shared memory is static
+        return Launch(grid=_gemm_grid(problem, config), block=(self.threads(config), 1, 1), shared_mem=0)  # static smem
 
     def _first_fit(self, problem, candidates) -> dict | None:
         """The first candidate, with the widest vectors, that check() accepts; None if none does."""
@@ -535,10 +537,8 @@ class TF32Pointwise:
         return {}                     # element-wise loads and stores: any C, C_out and strides
 
     def launch(self, problem, config) -> Launch:
-        p = problem
-        rows, images = (p.N * p.H * p.W, 1) if p.layout == "nhwc" else (p.H * p.W, p.N)
-        grid = (ceil_div(rows, config["block_m"]), ceil_div(p.C_out, config["block_n"]), images)
-        return Launch(grid=grid, block=(32 * config["warps_m"] * config["warps_n"], 1, 1), shared_mem=0)
+        return Launch(grid=_gemm_grid(problem, config), block=(32 * config["warps_m"] * config["warps_n"], 1, 1),
+                      shared_mem=0)
 
 
 SIMT_FAMILY = SimtPointwise()
