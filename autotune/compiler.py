@@ -102,9 +102,22 @@ def _parse_resources(log: str) -> dict:
     return {"registers": grab("registers"), "spill_bytes": grab("spill"), "shared_bytes": grab("shared") or 0}
 
 
-def compile_code(code: str, arch: str, options: tuple = (), name: str = "kernel.cu") -> Binary:
-    """Compile (or fetch from the cache) one translation unit for `arch`."""
+# A template whose kernel uses features of one arch only (Hopper's wgmma) says so with this line; such
+# sources are compiled for the arch-specific target (sm_90 -> sm_90a), whose code runs on that arch alone.
+ARCH_SPECIFIC_MARK = "// autotune: arch-specific (compiled for sm_90a)"
+
+
+def target_arch(code: str, arch: str) -> str:
+    """The arch `code` is compiled for when `arch` is asked for."""
     arch = normalize_arch(arch)
+    if ARCH_SPECIFIC_MARK in code and arch in ("sm_90", "compute_90"):
+        return arch + "a"
+    return arch
+
+
+def compile_code(code: str, arch: str, options: tuple = (), name: str = "kernel.cu") -> Binary:
+    """Compile (or fetch from the cache) one translation unit for `arch` (see target_arch)."""
+    arch = target_arch(code, arch)
     options = tuple(BASE_OPTIONS) + tuple(options)
     key = _cache_key(code, arch, options)
     base = cache_dir() / key

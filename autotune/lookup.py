@@ -89,9 +89,10 @@ class TunedKernel:
 
     def _function(self):
         if self._fn is None:
-            from .runner import load_function
+            from .runner import allow_dynamic_shared, load_function
             source = codegen.render(self.family, self.problem, self.config, add_residual=self.add_residual)
             self._fn = load_function(compiler.compile_code(source.code, self.arch), self.family.entry)
+            allow_dynamic_shared(self._fn, self.launch.shared_mem)
         return self._fn
 
     def _check(self, name: str, a, layouts: dict, shape: tuple):

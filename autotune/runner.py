@@ -34,10 +34,20 @@ def load_function(binary: Binary, entry: str):
     return module.get_function(entry)   # the Function holds a reference to its module
 
 
+def allow_dynamic_shared(fn, shared_bytes: int):
+    """Opts `fn` in to `shared_bytes` of dynamic shared memory where that is more than the 48 KB every
+    kernel gets (cudaFuncAttributeMaxDynamicSharedMemorySize). Not cached by handle: a freed module's
+    handle can come back for another function."""
+    if shared_bytes > kernels.MAX_SHARED_BYTES:
+        from cupy_backends.cuda.api import driver
+        driver.funcSetAttribute(fn.ptr, driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes)
+
+
 def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None,
            residual=None):
     """One launch; `residual` only for kernels rendered with add_residual."""
     cp = cupy()
+    allow_dynamic_shared(fn, launch_cfg.shared_mem)
     ptr = (lambda a: a.data.ptr if a is not None else 0)
     args = (np.uint64(ptr(x)), np.uint64(ptr(w)), np.uint64(ptr(bias)), np.uint64(ptr(y)),
             *(np.int32(v) for v in kernels.scalar_args(problem, ldx, ldy)),

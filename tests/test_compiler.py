@@ -179,3 +179,19 @@ def test_compile_many_keeps_order_and_returns_errors(fresh_cache):
     serial = compile_many(sources, "sm_90", jobs=1)
     assert serial[0] == results[0] and serial[2] == results[2]
     assert isinstance(serial[1], CompileError)
+
+
+def test_arch_specific_sources_compile_for_the_a_target(fresh_cache):
+    """A source marked as using one arch's own instructions (the wgmma template) compiles for sm_90a when sm_90
+    is asked for; other sources and other archs are left alone."""
+    marked = compiler.ARCH_SPECIFIC_MARK + "\n" + SOURCE
+    assert compiler.target_arch(marked, "sm_90") == "sm_90a" and compiler.target_arch(marked, "90") == "sm_90a"
+    assert compiler.target_arch(marked, "compute_90") == "compute_90a"
+    assert compiler.target_arch(SOURCE, "sm_90") == "sm_90" and compiler.target_arch(marked, "sm_80") == "sm_80"
+    b = compile_code(marked, "sm_90")
+    assert b.arch == "sm_90a" and "for 'sm_90a'" in b.log
+    from autotune import codegen
+    from autotune.kernels.pointwise import WGMMA_FAMILY
+    from autotune.problem import Problem
+    p = Problem(op="pw", N=2, C=64, H=8, W=8, C_out=32, dtype="float16", layout="nhwc")
+    assert compiler.ARCH_SPECIFIC_MARK in codegen.render(WGMMA_FAMILY, p, WGMMA_FAMILY.default_config(p)).code

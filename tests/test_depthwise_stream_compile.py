@@ -47,6 +47,17 @@ def test_ring_grows_with_depth_and_stride_until_it_does_not_fit():
     assert "shared memory" in NHWC_STREAM.check(p, deeper)
 
 
+def test_ring_holds_no_more_than_a_strip():
+    p = nhwc(C=64, H=56, W=56, stride=2)
+    one_step = dict(vec=8, ch_per_block=32, tile_w=16, out_h=4, out_w=1, strip=4, depth=1)
+    # A strip of one step needs its window only: the slots for later steps would never be used.
+    assert NHWC_STREAM.ring_bytes(p, one_step) == NHWC_STREAM.ring_bytes(p, {**one_step, "depth": 3})
+    window_rows = (4 - 1) * 2 + 3
+    assert NHWC_STREAM.ring_bytes(p, one_step) == window_rows * 34 * 32 * 2     # 33 columns padded to 34
+    longer = {**one_step, "strip": 16}
+    assert NHWC_STREAM.ring_bytes(p, {**longer, "depth": 3}) > NHWC_STREAM.ring_bytes(p, longer)
+
+
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_variants_compile_without_spills_and_ring_size_matches(arch):
     rng = random.Random(arch)

@@ -119,6 +119,33 @@ def test_streaming_depthwise_matches_reference(problem, arch):
         assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_depthwise_weights_and_biases_at_unaligned_addresses(dtype, arch):
+    """The NHWC depthwise kernels read a thread's weights and biases as packs when their pointers
+    allow it; a weight or bias tensor that starts one element off (a view into a larger buffer) takes
+    the element-by-element path and gives the same result."""
+    import cupy
+    from autotune.runner import ProblemData, verify, load_function
+    problem = Problem(op="dw", N=2, C=40, H=13, W=11, k=3, stride=1, act="relu6", dtype=dtype, layout="nhwc")
+    data = ProblemData.create(problem, seed=11)
+    x, w, b, y = data.sets[0]
+    w_buffer, b_buffer = cupy.empty(w.size + 1, w.dtype), cupy.empty(b.size + 1, b.dtype)
+    w_off, b_off = w_buffer[1:].reshape(w.shape), b_buffer[1:]
+    w_off[...], b_off[...] = w, b
+    assert w_off.data.ptr % (2 * w.itemsize) and b_off.data.ptr % (2 * b.itemsize)    # no pack of 2 fits
+    data.sets[0] = (x, w_off, b_off, y)
+    rng = random.Random(dtype)
+    for family in kernels.families_for(problem, arch):
+        if family.name not in ("depthwise_nhwc", "depthwise_nhwc_stream"):
+            continue
+        valid = valid_configs(family, problem)
+        widest = [c for c in valid if c["vec"] == max(v["vec"] for v in valid)]
+        for config in [family.default_config(problem), *rng.sample(widest, min(4, len(widest)))]:
+            binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+            ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
 @pytest.mark.parametrize("problem", [Problem(op="pw", N=3, C=40, H=13, W=11, C_out=24, act=act, dtype=dtype, layout=layout)
                                      for dtype, layout, act in (("float16", "nhwc", "none"), ("float16", "nchw", "relu"),
                                                                 ("float32", "nhwc", "relu6"), ("float32", "nchw", "none"))],

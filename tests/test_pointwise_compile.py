@@ -8,7 +8,8 @@ import re
 import pytest
 
 from autotune import codegen, compiler, kernels
-from autotune.kernels.pointwise import CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, STREAM_FAMILY, TC_FAMILY, TF32_FAMILY
+from autotune.kernels.pointwise import (CLUSTER_FAMILY, FAMILIES, SIMT_FAMILY, STREAM_FAMILY, TC_FAMILY, TF32_FAMILY,
+                                        WGMMA_FAMILY)
 from autotune.problem import Problem
 from autotune.searchspace import invalid_reason, valid_configs
 
@@ -33,6 +34,15 @@ STREAM_PROBLEMS = [
     dict(N=2, C=36, H=32, W=32, C_out=22, dtype="float16", layout="nhwc", act="relu", bias=True),  # vec 4, vec_y 2
     dict(N=8, C=16, H=64, W=64, C_out=32, dtype="float16", layout="nhwc", act="relu6", bias=True),  # 256-pixel tiles fit
 ]
+# For the wgmma family only (NHWC, C a multiple of 8): output channel counts that force narrower stores.
+WGMMA_PROBLEMS = [
+    dict(N=2, C=64, H=9, W=9, C_out=19, dtype="float16", layout="nhwc", act="relu", bias=False),    # vec_y 1
+    dict(N=2, C=64, H=9, W=9, C_out=22, dtype="float16", layout="nhwc", act="none", bias=True),     # vec_y 2
+    dict(N=1, C=200, H=11, W=5, C_out=20, dtype="float16", layout="nhwc", act="relu6", bias=True),  # vec_y 4
+    dict(N=2, C=960, H=7, W=7, C_out=160, dtype="float16", layout="nhwc", act="none", bias=True),   # 12 stages
+]
+# Families for one layout only.
+NHWC_ONLY = (STREAM_FAMILY, WGMMA_FAMILY)
 
 # A spread of shapes for default_config() and launch(): odd channel counts, tiny images, batch 1.
 SPREAD = [
@@ -61,7 +71,7 @@ def _grid():
     rng = random.Random(0)
     cases = []
     for family in GEMM_FAMILIES:
-        specs = GRID_PROBLEMS + (STREAM_PROBLEMS if family is STREAM_FAMILY else [])
+        specs = GRID_PROBLEMS + {STREAM_FAMILY: STREAM_PROBLEMS, WGMMA_FAMILY: WGMMA_PROBLEMS}.get(family, [])
         problems = [p for p in (Problem(op="pw", **spec) for spec in specs) if family.applies(p)]
         valid = {p: valid_configs(family, p) for p in problems}
         wanted = [(name, v) for name, values in family.space_values.items() for v in values]
@@ -108,7 +118,7 @@ def test_grid_covers_every_parameter_value():
             assert set(values) <= seen, f"{family.name}.{name}: {sorted(set(values) - seen)} never compiled"
         widths = {c[v] for _, c in cases for v in ("vec_x", "vec_w", "vec_y")}
         assert widths == {1, 2, 4, 8}, widths
-        assert {p.layout for p, _ in cases} == ({"nhwc"} if family is STREAM_FAMILY else {"nchw", "nhwc"})
+        assert {p.layout for p, _ in cases} == ({"nhwc"} if family in NHWC_ONLY else {"nchw", "nhwc"})
         assert {p.act for p, _ in cases} == {"none", "relu", "relu6"}
         assert {p.bias for p, _ in cases} == {True, False}
         assert {p.dtype for p, _ in cases} == ({"float32", "float16"} if family is SIMT_FAMILY else {"float16"})
@@ -130,8 +140,10 @@ def test_grid_compiles_within_estimates(compiled, arch):
             failures.append(f"{where}: spills {binary.spill_bytes} bytes, stack frame {stack.group(1)}")
         if binary.registers > family.registers(problem, config):
             failures.append(f"{where}: {binary.registers} registers > estimate {family.registers(problem, config)}")
-        if binary.shared_bytes != family.shared_bytes(problem, config):
-            failures.append(f"{where}: {binary.shared_bytes} bytes shared != {family.shared_bytes(problem, config)}")
+        # Static shared memory as counted; a family that sizes it at launch (dynamic) declares none.
+        static = 0 if family.launch(problem, config).shared_mem else family.shared_bytes(problem, config)
+        if binary.shared_bytes != static:
+            failures.append(f"{where}: {binary.shared_bytes} bytes shared != {static}")
     assert not failures, f"{len(failures)} of {len(GRID)}:\n" + "\n".join(failures[:20])
 
 
@@ -144,9 +156,13 @@ def test_default_config_is_valid(problem):
         assert family.check(problem, config) is None
         assert invalid_reason(family, problem, config) is None     # and inside space()
         launch = family.launch(problem, config)
-        assert 32 <= launch.threads <= 1024 and launch.shared_mem == 0
+        dynamic = family.shared_bytes(problem, config) if family is WGMMA_FAMILY else 0
+        assert 32 <= launch.threads <= 1024 and launch.shared_mem == dynamic
         rows = problem.N * problem.H * problem.W if problem.layout == "nhwc" else problem.H * problem.W
         gx, gy, gz = launch.grid
+        if family is WGMMA_FAMILY:         # one linear grid of (pixel tile, channel tile)
+            assert (gy, gz) == (1, 1) and gx == -(-rows // config["block_m"]) * -(-problem.C_out // config["block_n"])
+            continue
         if family is STREAM_FAMILY:        # each block streams up to `tiles` pixel tiles, all channels
             tiles = -(-rows // config["block_m"])
             assert (gy, gz) == (1, 1) and gx * config["tiles"] >= tiles > (gx - 1) * config["tiles"]
@@ -167,7 +183,7 @@ def test_applies():
     assert TC_FAMILY.applies(pw16) and not TC_FAMILY.applies(pw32) and not TC_FAMILY.applies(dw)
     assert TC_FAMILY.check(pw32, TC_FAMILY.default_config(pw16)) is not None
     assert {f.name for f in FAMILIES} == {"pointwise", "pointwise_tc", "pointwise_tc_cluster", "pointwise_tc_stream",
-                                          "pointwise_tf32"}
+                                          "pointwise_tf32", "pointwise_wgmma"}
     # streaming: fp16 NHWC, and only while the weights fit in shared memory beside a tile ring
     nhwc = pw16.replace(layout="nhwc")
     assert STREAM_FAMILY.applies(nhwc) and not STREAM_FAMILY.applies(pw16.replace(layout="nchw"))
@@ -180,6 +196,27 @@ def test_applies():
     assert CLUSTER_FAMILY in kernels.families_for(wide, "sm_90") and CLUSTER_FAMILY in kernels.families_for(wide)
     assert CLUSTER_FAMILY not in kernels.families_for(wide, "sm_80")
     assert TC_FAMILY in kernels.families_for(wide, "compute_80")
+    # wgmma: fp16 NHWC with C a multiple of 8 (16-byte operand chunks), sm_90 alone (compiled for sm_90a)
+    wide_nhwc = wide.replace(layout="nhwc")
+    assert WGMMA_FAMILY.applies(wide_nhwc) and not WGMMA_FAMILY.applies(wide) and not WGMMA_FAMILY.applies(pw32)
+    assert not WGMMA_FAMILY.applies(wide_nhwc.replace(C=36))
+    assert [WGMMA_FAMILY in kernels.families_for(wide_nhwc, a) for a in ("sm_80", "sm_90", "sm_100")] == [False, True, False]
+
+
+def test_wgmma_constraints():
+    p = Problem(op="pw", N=16, C=960, H=7, W=7, C_out=320, dtype="float16", layout="nhwc")
+    ok = dict(block_m=64, block_n=32, block_k=64, warpgroups_n=1, stages=6, vec_x=8, vec_w=8, vec_y=8)
+    assert WGMMA_FAMILY.check(p, ok) is None
+    launch = WGMMA_FAMILY.launch(p, ok)
+    assert launch.grid == (13 * 10, 1, 1) and launch.threads == 128
+    assert launch.shared_mem == 6 * (64 + 32) * 128 + 1024 > kernels.MAX_SHARED_BYTES     # ring + atom slack
+    # past the 227 KB an sm_90 block may opt in to: 12 stages of (128 + 128) rows of 128 bytes
+    assert "shared memory" in WGMMA_FAMILY.check(p, {**ok, "block_m": 128, "block_n": 128, "warpgroups_n": 2, "stages": 12})
+    assert "16-byte chunks" in WGMMA_FAMILY.check(p, {**ok, "vec_x": 4})
+    assert WGMMA_FAMILY.check(p, {**ok, "block_n": 48, "warpgroups_n": 2}) is None                # m64n24 each
+    assert "n of 8" in WGMMA_FAMILY.check(p, {**ok, "block_n": 256, "warpgroups_n": 1})          # 128 accumulators
+    assert "pruned" in WGMMA_FAMILY.check(p.replace(C=128), {**ok, "stages": 4})                  # 2 K slices
+    assert WGMMA_FAMILY.check(p.replace(C=64), {**ok, "stages": 3}) is None                       # the shallowest ring
 
 
 def test_cluster_constraints():

@@ -403,6 +403,16 @@ def test_selection_excludes_configs_invalid_under_hwc8(db):
     assert format_reason(depthwise.NHWC, d, dcfg, 36, 36) and format_reason(depthwise.NHWC, d, dcfg, 40, 40) is None
 
 
+def test_selection_skips_arch_specific_and_large_shared_memory_kernels():
+    """The wgmma family runs on sm_90 alone (sm_90a code) and opts in to more than 48 KB of dynamic shared
+    memory, which TensorRT's launch does not: the exporters offer the next verified variant instead."""
+    p = Problem(op="pw", N=16, C=960, H=7, W=7, C_out=320, dtype="float16", layout="nhwc")
+    fam = pointwise.WGMMA_FAMILY
+    assert "one arch only" in format_reason(fam, p, fam.default_config(p), p.C, p.C_out)
+    tc = pointwise.TC_FAMILY
+    assert format_reason(tc, p, tc.default_config(p), p.C, p.C_out) is None
+
+
 def test_nearest_tuned_shape_and_unknown_kind(plugins):
     mod = plugins[0]
     p = PROBLEMS["dw_linear"]

@@ -185,6 +185,8 @@ def format_reason(family, problem: Problem, config: dict, ldx: int, ldy: int) ->
     reason = family.check(problem, config)
     if reason:
         return reason
+    if getattr(family, "max_sm", None):     # (it also opts in to > 48 KB of shared memory, which TensorRT's launch does not)
+        return f"{family.name} is compiled for one arch only (sm_{family.max_sm}a): not exported"
     if problem.layout != "nhwc":
         return None
     if "vec_x" in config and ldx % config["vec_x"]:

@@ -24,6 +24,7 @@ Every family module defines `FAMILIES`, a list of objects with this interface:
                                    each shape anyway)
     min_sm: int                    (optional) the oldest arch it compiles for, e.g. 90; families_for()
                                    leaves it out for older targets
+    max_sm: int                    (optional) the newest: arch-specific instructions (wgmma, sm_90a)
     divisors(problem, config) -> dict
                                    runtime sizes ("C", "C_out", "W", "W_out", "HW") the compiled
                                    kernel needs divisible by a modulus: what reusing it for another
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 # Hardware limits the constraints check against (every arch we target: sm_80 and newer).
 MAX_THREADS_PER_BLOCK = 1024
 MAX_SHARED_BYTES = 48 * 1024          # without an opt-in attribute
+MAX_DYNAMIC_SHARED_BYTES_SM90 = 227 * 1024   # with it (cudaFuncAttributeMaxDynamicSharedMemorySize), sm_90
 REGISTERS_PER_SM = 65536
 MAX_REGISTERS_PER_THREAD = 255
 
@@ -66,13 +68,14 @@ def ceil_div(a, b):
     return (a + b - 1) // b
 
 
-def resource_violation(threads: int, shared_bytes: int, registers: int, min_threads: int = 1) -> str | None:
+def resource_violation(threads: int, shared_bytes: int, registers: int, min_threads: int = 1,
+                       max_shared: int = MAX_SHARED_BYTES) -> str | None:
     """Why a block of this size cannot launch on any arch we target, or None. Registers are
-    allocated 8 per thread at a time."""
+    allocated 8 per thread at a time. max_shared: more only for families that opt in to it."""
     if not min_threads <= threads <= MAX_THREADS_PER_BLOCK:
         return f"{threads} threads per block (need {min_threads}..{MAX_THREADS_PER_BLOCK})"
-    if shared_bytes > MAX_SHARED_BYTES:
-        return f"{shared_bytes} bytes of shared memory > {MAX_SHARED_BYTES}"
+    if shared_bytes > max_shared:
+        return f"{shared_bytes} bytes of shared memory > {max_shared}"
     if registers > MAX_REGISTERS_PER_THREAD:
         return f"~{registers} registers per thread > {MAX_REGISTERS_PER_THREAD}"
     if ceil_div(registers, 8) * 8 * threads > REGISTERS_PER_SM:
@@ -121,8 +124,8 @@ def families():
 
 def supports(family, arch: str) -> bool:
     """Whether `arch` ("sm_90", "compute_90") runs the family (its `min_sm`, when it has one:
-    thread-block clusters need sm_90)."""
-    return getattr(family, "min_sm", 0) <= sm_version(arch)
+    thread-block clusters need sm_90; its `max_sm`: wgmma is sm_90's alone)."""
+    return getattr(family, "min_sm", 0) <= sm_version(arch) <= getattr(family, "max_sm", 10 ** 9)
 
 
 def families_for(problem, arch: str | None = None):

@@ -288,10 +288,11 @@ class StreamingDepthwise:
     @staticmethod
     def ring_bytes(problem, cfg) -> int:
         """Shared memory of the input ring: (window + (depth + 1) steps) rows of the block's columns,
-        each row padded to whole groups of out_w * stride columns (the bank-conflict-free order)."""
+        but no more than a strip's rows, each row padded to whole groups of out_w * stride columns
+        (the bank-conflict-free order)."""
         k, s = problem.k, problem.stride
         window = (cfg["out_h"] - 1) * s + k
-        slots = window + (cfg["depth"] + 1) * cfg["out_h"] * s
+        slots = min(window + (cfg["depth"] + 1) * cfg["out_h"] * s, (cfg["strip"] - 1) * s + k)
         m = cfg["out_w"] * s
         in_w = (cfg["tile_w"] - 1) * s + k
         return slots * ceil_div(in_w, m) * m * cfg["ch_per_block"] * problem.itemsize

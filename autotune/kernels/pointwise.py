@@ -16,7 +16,7 @@ check() accepts any valid width. Widths valid for C stay valid for strides padde
 """
 from __future__ import annotations
 
-from . import Launch, ceil_div, clustered, idle_in_cluster, resource_violation
+from . import MAX_DYNAMIC_SHARED_BYTES_SM90, Launch, ceil_div, clustered, idle_in_cluster, resource_violation
 
 VECTOR_BYTES = 16
 VEC_PARAMS = ("vec_x", "vec_w", "vec_y")
@@ -112,15 +112,16 @@ class _Pointwise:
         return resource_violation(self.threads(config), self.shared_bytes(problem, config),
                                   self.registers(problem, config), min_threads=32)
 
-    def _check_pruning(self, problem, config, k_step):
-        """Tiles far beyond the problem are valid but only waste the tuner's time."""
+    def _check_pruning(self, problem, config, k_step, min_stages=1):
+        """Tiles far beyond the problem are valid but only waste the tuner's time (and a ring deeper
+        than the K slices, beyond the family's shallowest)."""
         smallest = {p: min(self.space_values[p]) for p in ("block_m", "block_n", "block_k")}
         for p, size, step in (("block_m", _gemm_rows(problem), 16), ("block_n", problem.C_out, 8),
                               ("block_k", problem.C, k_step)):
             if config[p] > smallest[p] and config[p] >= 2 * _round_up(size, step):
                 return f"{p}={config[p]} is at least twice the problem's {size} (pruned)"
         k_tiles = ceil_div(problem.C, config["block_k"])
-        if config["stages"] > 1 and config["stages"] > k_tiles:
+        if config["stages"] > max(min_stages, k_tiles):
             return f"stages={config['stages']} > {k_tiles} K slices (pruned)"
         return None
 
@@ -541,9 +542,88 @@ class TF32Pointwise:
                       shared_mem=0)
 
 
+class WgmmaPointwise(_Pointwise):
+    """NHWC fp16 GEMM on Hopper's warpgroup MMA (wgmma, sm_90; templates/pointwise_wgmma.cu.j2), for the
+    deep layers (K up to 960, few output tiles) where pointwise_tc is latency-bound: block_m / 64 x
+    warpgroups_n warpgroups of 128 threads, operands read by the tensor cores straight from shared
+    memory, and a stages-deep cp.async ring of block_k-channel slices in dynamic shared memory beyond
+    48 KB, so that many slices are in flight per block. Operands move in 16-byte chunks: C % 8 == 0."""
+    name = "pointwise_wgmma"
+    template = "pointwise_wgmma.cu.j2"
+    min_sm = max_sm = 90        # compiled for sm_90a (compiler.ARCH_SPECIFIC_MARK)
+    params = ("block_m", "block_n", "block_k", "warpgroups_n", "stages", *VEC_PARAMS)
+    space_values = {
+        "block_m": (64, 128),
+        "block_n": (16, 32, 48, 64, 96, 128, 160, 192, 256),
+        "block_k": (64,),         # rows of 128 bytes: the 128-byte swizzle
+        "warpgroups_n": (1, 2),
+        "stages": (3, 4, 6, 8, 12),
+    }
+    MAX_WARPGROUP_N = 128       # accumulators per thread: half of this
+    ALIGN_SLACK = 1024          # the kernel rounds its shared base up to a 1024-byte swizzle atom
+
+    def applies(self, problem) -> bool:
+        return problem.op == "pw" and problem.dtype == "float16" and problem.layout == "nhwc" and problem.C % 8 == 0
+
+    def threads(self, config):
+        return 128 * config["block_m"] // 64 * config["warpgroups_n"]
+
+    def shared_bytes(self, problem, config):
+        c = config
+        ring = c["stages"] * (c["block_m"] + c["block_n"]) * c["block_k"] * 2
+        return max(ring, c["block_m"] * (c["block_n"] + 8) * 2) + self.ALIGN_SLACK   # the output tile reuses the ring
+
+    def registers(self, problem, config):
+        """Estimated registers per thread: the accumulators plus what ptxas adds (checked by
+        tests/test_pointwise_compile.py)."""
+        return config["block_n"] // config["warpgroups_n"] // 2 + 80
+
+    def check(self, problem, config):
+        if not self.applies(problem):
+            return "the wgmma kernel is for float16 NHWC pointwise problems with C a multiple of 8"
+        reason = self._check_space(config)
+        if reason:
+            return reason
+        c = config
+        if c["vec_x"] != 8 or c["vec_w"] != 8:
+            return "wgmma operands are copied in 16-byte chunks (vec_x = vec_w = 8)"
+        reason = self._check_vectors(problem, c)
+        if reason:
+            return reason
+        n = c["block_n"] // c["warpgroups_n"]
+        if c["block_n"] % c["warpgroups_n"] or n % 8 or n > self.MAX_WARPGROUP_N:
+            return f"block_n={c['block_n']} over {c['warpgroups_n']} warpgroups is not an n of 8..{self.MAX_WARPGROUP_N}"
+        return (resource_violation(self.threads(c), self.shared_bytes(problem, c), self.registers(problem, c),
+                                   max_shared=MAX_DYNAMIC_SHARED_BYTES_SM90)
+                or self._check_pruning(problem, c, 64, min_stages=3))
+
+    def _default_candidates(self):
+        for bn in (64, 32, 16):
+            for stages in (4, 3):
+                yield dict(block_m=64, block_n=bn, block_k=64, warpgroups_n=1, stages=stages)
+
+    def default_config(self, problem) -> dict:
+        config = self._first_fit(problem, self._default_candidates())
+        if config is None:
+            raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # check() bug
+        return config
+
+    def launch(self, problem, config) -> Launch:
+        p, c = problem, config
+        tiles = ceil_div(p.N * p.H * p.W, c["block_m"]) * ceil_div(p.C_out, c["block_n"])
+        return Launch(grid=(tiles, 1, 1), block=(self.threads(c), 1, 1), shared_mem=self.shared_bytes(p, c))
+
+    def template_params(self, problem, config):
+        c = config
+        return {"BLOCK_M": c["block_m"], "BLOCK_N": c["block_n"], "BLOCK_K": c["block_k"],
+                "WG_N": c["warpgroups_n"], "WG_TILE_N": c["block_n"] // c["warpgroups_n"], "STAGES": c["stages"],
+                "VEC_Y": c["vec_y"]}
+
+
 SIMT_FAMILY = SimtPointwise()
 TC_FAMILY = TensorCorePointwise()
 CLUSTER_FAMILY = ClusterPointwise()
 STREAM_FAMILY = StreamingPointwise()
 TF32_FAMILY = TF32Pointwise()
-FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY, STREAM_FAMILY, TF32_FAMILY]
+WGMMA_FAMILY = WgmmaPointwise()
+FAMILIES = [SIMT_FAMILY, TC_FAMILY, CLUSTER_FAMILY, STREAM_FAMILY, TF32_FAMILY, WGMMA_FAMILY]
