@@ -119,6 +119,37 @@ def test_streaming_depthwise_matches_reference(problem, arch):
         assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
 
 
+# The wgmma family: pixels and output channels off every tile, K long enough for every cluster split.
+WGMMA = [
+    dict(op="pw", N=3, C=960, H=9, W=11, C_out=40, act="relu6"),
+    dict(op="pw", N=2, C=200, H=7, W=5, C_out=22, act="none", bias=False),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in WGMMA], ids=lambda p: p.key)
+def test_wgmma_pointwise_matches_reference(problem, arch):
+    """Every value of every parameter (cluster splits included), plain and with the residual epilogue."""
+    from autotune.kernels.pointwise import WGMMA_FAMILY as family
+    from autotune.runner import ProblemData, verify, load_function
+    if not kernels.supports(family, arch):
+        pytest.skip(f"wgmma needs sm_90, this GPU is {arch}")
+    data = ProblemData.create(problem, seed=5)
+    rng = random.Random(problem.key)
+    valid = valid_configs(family, problem)
+    configs = [family.default_config(problem)]
+    for name, values in family.space(problem).items():
+        for value in values:
+            matching = [c for c in valid if c[name] == value]
+            if matching:
+                configs.append(rng.choice(matching))
+    assert {c["cluster_k"] for c in configs} == {1, 2, 4}
+    for config in configs:
+        binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+    _check_residual_epilogue(problem, [(family, c) for c in configs[:6]], arch)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_depthwise_weights_and_biases_at_unaligned_addresses(dtype, arch):
     """The NHWC depthwise kernels read a thread's weights and biases as packs when their pointers

@@ -205,7 +205,7 @@ def test_applies():
 
 def test_wgmma_constraints():
     p = Problem(op="pw", N=16, C=960, H=7, W=7, C_out=320, dtype="float16", layout="nhwc")
-    ok = dict(block_m=64, block_n=32, block_k=64, warpgroups_n=1, stages=6, vec_x=8, vec_w=8, vec_y=8)
+    ok = dict(block_m=64, block_n=32, block_k=64, warpgroups_n=1, stages=6, cluster_k=1, vec_x=8, vec_w=8, vec_y=8)
     assert WGMMA_FAMILY.check(p, ok) is None
     launch = WGMMA_FAMILY.launch(p, ok)
     assert launch.grid == (13 * 10, 1, 1) and launch.threads == 128
@@ -217,6 +217,11 @@ def test_wgmma_constraints():
     assert "n of 8" in WGMMA_FAMILY.check(p, {**ok, "block_n": 256, "warpgroups_n": 1})          # 128 accumulators
     assert "pruned" in WGMMA_FAMILY.check(p.replace(C=128), {**ok, "stages": 4})                  # 2 K slices
     assert WGMMA_FAMILY.check(p.replace(C=64), {**ok, "stages": 3}) is None                       # the shallowest ring
+    # clusters: K split over the blocks of one tile; a cluster's blocks are consecutive along x
+    split = {**ok, "cluster_k": 4, "stages": 4}
+    assert WGMMA_FAMILY.check(p, split) is None and WGMMA_FAMILY.launch(p, split).grid == (4 * 13 * 10, 1, 1)
+    assert "K slices per block" in WGMMA_FAMILY.check(p, {**split, "stages": 6})                  # 4 slices each
+    assert "idle" in WGMMA_FAMILY.check(p.replace(C=320), split)                                   # 5 slices: 2, 2, 1, -
 
 
 def test_cluster_constraints():

@@ -547,17 +547,20 @@ class WgmmaPointwise(_Pointwise):
     deep layers (K up to 960, few output tiles) where pointwise_tc is latency-bound: block_m / 64 x
     warpgroups_n warpgroups of 128 threads, operands read by the tensor cores straight from shared
     memory, and a stages-deep cp.async ring of block_k-channel slices in dynamic shared memory beyond
-    48 KB, so that many slices are in flight per block. Operands move in 16-byte chunks: C % 8 == 0."""
+    48 KB, so that many slices are in flight per block. cluster_k > 1 splits K over the blocks of a
+    thread-block cluster (partial tiles added through distributed shared memory): more blocks where the
+    tiles are few. Operands move in 16-byte chunks: C % 8 == 0."""
     name = "pointwise_wgmma"
     template = "pointwise_wgmma.cu.j2"
     min_sm = max_sm = 90        # compiled for sm_90a (compiler.ARCH_SPECIFIC_MARK)
-    params = ("block_m", "block_n", "block_k", "warpgroups_n", "stages", *VEC_PARAMS)
+    params = ("block_m", "block_n", "block_k", "warpgroups_n", "stages", "cluster_k", *VEC_PARAMS)
     space_values = {
         "block_m": (64, 128),
         "block_n": (16, 32, 48, 64, 96, 128, 160, 192, 256),
         "block_k": (64,),         # rows of 128 bytes: the 128-byte swizzle
         "warpgroups_n": (1, 2),
         "stages": (3, 4, 6, 8, 12),
+        "cluster_k": (1, 2, 4),
     }
     MAX_WARPGROUP_N = 128       # accumulators per thread: half of this
     ALIGN_SLACK = 1024          # the kernel rounds its shared base up to a 1024-byte swizzle atom
@@ -571,7 +574,8 @@ class WgmmaPointwise(_Pointwise):
     def shared_bytes(self, problem, config):
         c = config
         ring = c["stages"] * (c["block_m"] + c["block_n"]) * c["block_k"] * 2
-        return max(ring, c["block_m"] * (c["block_n"] + 8) * 2) + self.ALIGN_SLACK   # the output tile reuses the ring
+        epilogue = c["block_m"] * (c["block_n"] + 4) * 4 if c["cluster_k"] > 1 else c["block_m"] * (c["block_n"] + 8) * 2
+        return max(ring, epilogue) + self.ALIGN_SLACK      # the epilogue's tile reuses the ring
 
     def registers(self, problem, config):
         """Estimated registers per thread: the accumulators plus what ptxas adds (checked by
@@ -593,6 +597,12 @@ class WgmmaPointwise(_Pointwise):
         n = c["block_n"] // c["warpgroups_n"]
         if c["block_n"] % c["warpgroups_n"] or n % 8 or n > self.MAX_WARPGROUP_N:
             return f"block_n={c['block_n']} over {c['warpgroups_n']} warpgroups is not an n of 8..{self.MAX_WARPGROUP_N}"
+        k_tiles = ceil_div(problem.C, c["block_k"])
+        if idle_in_cluster(k_tiles, c["cluster_k"]):
+            return f"cluster_k={c['cluster_k']} blocks for {k_tiles} K slices leave some idle"
+        share = ceil_div(k_tiles, c["cluster_k"])
+        if c["stages"] > max(3, share):
+            return f"stages={c['stages']} > {share} K slices per block (pruned)"
         return (resource_violation(self.threads(c), self.shared_bytes(problem, c), self.registers(problem, c),
                                    max_shared=MAX_DYNAMIC_SHARED_BYTES_SM90)
                 or self._check_pruning(problem, c, 64, min_stages=3))
@@ -600,7 +610,7 @@ class WgmmaPointwise(_Pointwise):
     def _default_candidates(self):
         for bn in (64, 32, 16):
             for stages in (4, 3):
-                yield dict(block_m=64, block_n=bn, block_k=64, warpgroups_n=1, stages=stages)
+                yield dict(block_m=64, block_n=bn, block_k=64, warpgroups_n=1, stages=stages, cluster_k=1)
 
     def default_config(self, problem) -> dict:
         config = self._first_fit(problem, self._default_candidates())
@@ -611,13 +621,14 @@ class WgmmaPointwise(_Pointwise):
     def launch(self, problem, config) -> Launch:
         p, c = problem, config
         tiles = ceil_div(p.N * p.H * p.W, c["block_m"]) * ceil_div(p.C_out, c["block_n"])
-        return Launch(grid=(tiles, 1, 1), block=(self.threads(c), 1, 1), shared_mem=self.shared_bytes(p, c))
+        return clustered(Launch(grid=(tiles, 1, 1), block=(self.threads(c), 1, 1), shared_mem=self.shared_bytes(p, c)),
+                         c["cluster_k"])
 
     def template_params(self, problem, config):
         c = config
         return {"BLOCK_M": c["block_m"], "BLOCK_N": c["block_n"], "BLOCK_K": c["block_k"],
                 "WG_N": c["warpgroups_n"], "WG_TILE_N": c["block_n"] // c["warpgroups_n"], "STAGES": c["stages"],
-                "VEC_Y": c["vec_y"]}
+                "CLUSTER_K": c["cluster_k"], "VEC_Y": c["vec_y"]}
 
 
 SIMT_FAMILY = SimtPointwise()
