@@ -1,10 +1,12 @@
-"""Pointwise (1x1) convolution families: a register-blocked SIMT GEMM (fp32, fp16) and a tensor-core GEMM (fp16),
-plus, for float32 problems that allow it (Problem.tf32), a TF32 tensor-core GEMM.
+"""Pointwise (1x1) convolution families: a register-blocked SIMT GEMM (fp32, fp16) and tensor-core GEMMs (fp16:
+mma.sync, also cluster-split and weights-resident streaming; Hopper's wgmma on sm_90), plus, for float32 problems
+that allow it (Problem.tf32), a TF32 tensor-core GEMM.
 
 Both compute the GEMM with pixels as rows and output channels as columns, K = input channels:
     NHWC: y[M x C_out] = x[M x C] * w^T, M = N*H*W, rows strided by ldx / ldy
     NCHW: per image (grid.z), y_n[C_out x HW]^T = x_n[C x HW]^T * w^T
-block_m tiles pixels (grid.x), block_n tiles output channels (grid.y).
+block_m tiles pixels (grid.x), block_n tiles output channels (grid.y); the streaming and wgmma families
+launch one linear grid instead (see their launch()).
 
 Vector widths (vec_x, vec_w, vec_y, in elements) must divide the runtime sizes they step along, which check()
 verifies on the Problem: x loads along C (NHWC; also the stride ldx) or H*W (NCHW), w loads along C, y stores
