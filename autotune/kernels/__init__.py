@@ -135,8 +135,10 @@ def families_for(problem, arch: str | None = None):
 
 def runnable(problems) -> tuple[list, list]:
     """(problems some family runs, problems none does: PyTorch keeps those)."""
-    fit = [p for p in problems if families_for(p)]
-    return fit, [p for p in problems if p not in fit]
+    fit, unfit = [], []
+    for p in problems:
+        (fit if families_for(p) else unfit).append(p)
+    return fit, unfit
 
 
 def family_named(name: str):
