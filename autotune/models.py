@@ -10,8 +10,9 @@ _MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
 
 def mobilenet_v2_layers(resolution: int = 224) -> list[dict]:
     """The stem (a dense 3x3 conv), then every depthwise and 1x1 conv of MobileNetV2 in order, each
-    block followed by its fused forms (dwpw: the depthwise + project pair; ir: the whole inverted
-    residual), as Problem fields without N/dtype/layout."""
+    block followed by its fused forms (dwpw: the depthwise + project pair; pwdw: the expand +
+    depthwise pair, where the block expands; ir: the whole inverted residual), as Problem fields
+    without N/dtype/layout."""
     layers = [dict(op="conv", C=3, H=resolution, W=resolution, C_out=32, k=3, stride=2, act="relu6")]
     c_in, size = 32, resolution // 2                      # after the stem's stride-2 3x3 conv
     for t, c, n, s in _MOBILENET_V2:
@@ -25,6 +26,8 @@ def mobilenet_v2_layers(resolution: int = 224) -> list[dict]:
                                W=(size + 2 - 3) // stride + 1, C_out=c, act="none"))
             block = dict(H=size, W=size, C_out=c, k=3, stride=stride, act="relu6", act2="none")
             layers.append(dict(op="dwpw", C=hidden, **block))
+            if t != 1:
+                layers.append(dict(op="pwdw", C=c_in, H=size, W=size, C_out=hidden, k=3, stride=stride, act="relu6"))
             layers.append(dict(op="ir", C=c_in, expansion=t, **block))
             size = (size + 2 - 3) // stride + 1
             c_in = c

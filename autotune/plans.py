@@ -1,8 +1,9 @@
 """Fusion depth of a block, chosen per block and GPU from the verified times in the database.
 
-An inverted residual can run as one fused kernel (depth 3), as its expand followed by a fused
-depthwise + project kernel (depth 2: the dwpw problem of its second half), or as each stage in its own
-kernel (depth 1); a dwpw block fused (depth 2) or stage by stage (depth 1). A plan of several kernels
+An inverted residual can run as one fused kernel (depth 3); as two (depth 2): its expand followed by a
+fused depthwise + project kernel (the dwpw problem of its second half), or a fused expand + depthwise
+kernel (the pwdw problem of its first half) followed by its project; or as each stage in its own kernel
+(depth 1). A dwpw or pwdw block runs fused (depth 2) or stage by stage (depth 1). A plan of several kernels
 costs the sum of its kernels' best times, plus, for an inverted residual, an add that reads two
 tensors and writes one at the GPU's copy bandwidth. Each kernel's time comes from its own tuning
 (the stages and the dwpw halves are problems of their own in a model sweep), so the kernels are not
@@ -42,8 +43,10 @@ def candidate_plans(problem: Problem) -> list[tuple[int, tuple]]:
     if n == 1:
         return plans
     if problem.op == "ir" and n == 3:
-        half = problem.replace(op="dwpw", C=problem.hidden, expansion=1)
-        plans.append((2, (Step(stages[0], (0, 1)), Step(half, (1, 3)))))
+        second_half = problem.replace(op="dwpw", C=problem.hidden, expansion=1)
+        plans.append((2, (Step(stages[0], (0, 1)), Step(second_half, (1, 3)))))
+        first_half = problem.replace(op="pwdw", C_out=problem.hidden, expansion=1, act2="none")
+        plans.append((2, (Step(first_half, (0, 2)), Step(stages[2], (2, 3)))))
     plans.append((1, tuple(Step(s, (i, i + 1)) for i, s in enumerate(stages))))
     return plans
 
@@ -70,8 +73,14 @@ def plan_time(problem: Problem, steps, store, gpu: dict) -> float | None:
 
 def adds_residual(last: Problem) -> bool:
     """Whether the last kernel of a several-kernel plan adds an inverted residual's input itself: the
-    1x1 families have a residual epilogue; a fused dwpw half does not."""
+    1x1 families have a residual epilogue (a project after a fused pwdw half too); a fused dwpw half
+    does not."""
     return any(getattr(f, "residual_epilogue", False) for f in kernels.families_for(last))
+
+
+def describe(depth: int, steps) -> str:
+    """'depth 2 (pwdw, pw)': the depth and each kernel's op, which tells the two depth-2 plans apart."""
+    return f"depth {depth} (" + ", ".join(s.problem.op for s in steps) + ")"
 
 
 def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
@@ -82,9 +91,11 @@ def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
     timed = [(plan_time(problem, steps, store, gpu), depth, steps) for depth, steps in candidates]
     timed = [t for t in timed if t[0] is not None]
     if timed:
-        best_us, depth, steps = min(timed, key=lambda t: (t[0], -t[1]))
-        others = ", ".join(f"depth {d}: {t:.1f} us" for t, d, _ in timed if d != depth)
-        return Plan(depth, max_depth, steps, best_us, f"depth {depth}: {best_us:.1f} us" + (f" ({others})" if others else ""))
+        best = min(timed, key=lambda t: (t[0], -t[1]))
+        best_us, depth, steps = best
+        others = ", ".join(f"{describe(d, s)}: {t:.1f} us" for t, d, s in timed if s is not steps)
+        return Plan(depth, max_depth, steps, best_us,
+                    f"{describe(depth, steps)}: {best_us:.1f} us" + (f" ({others})" if others else ""))
     for depth, steps in candidates:        # nothing measured: the deepest plan whose kernels all exist
         if all(kernels.families_for(s.problem) for s in steps):
             return Plan(depth, max_depth, steps, None, f"nothing measured: depth {depth}")

@@ -1,9 +1,10 @@
 """Problem description: one convolution or one fused block, with its shapes and options.
 
 Ops: "dw" (depthwise, groups = C), "pw" (1x1), "conv" (a dense KxK conv, groups = 1: a network's
-stem, few input channels), "dwpw" (depthwise + act, then 1x1 + act2: the MobileNetV1 block) and "ir"
-(the MobileNetV2 inverted residual: 1x1 expand by `expansion` + act, depthwise + act, 1x1 project +
-act2, plus the input when stride is 1 and C == C_out).
+stem, few input channels), "dwpw" (depthwise + act, then 1x1 + act2: the MobileNetV1 block), "pwdw"
+(1x1 from C to C_out + act, then depthwise + act: an inverted residual's expand and depthwise, whose
+project 1x1 follows as a kernel of its own) and "ir" (the MobileNetV2 inverted residual: 1x1 expand by
+`expansion` + act, depthwise + act, 1x1 project + act2, plus the input when stride is 1 and C == C_out).
 
 A Problem is immutable and hashable; its `key` names it in the database. Sizes that change from call
 to call (N, C, H, W, C_out) are runtime arguments of the kernels; everything else (op, kernel size,
@@ -19,8 +20,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-OPS = ("dw", "pw", "conv", "dwpw", "ir")
-FUSED_OPS = ("dwpw", "ir")
+OPS = ("dw", "pw", "conv", "dwpw", "pwdw", "ir")
+FUSED_OPS = ("dwpw", "pwdw", "ir")
 KERNEL_SIZES = (3, 5, 7)
 STRIDES = (1, 2)
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -52,12 +53,12 @@ def _positive_int(field: str, value):
 
 @dataclass(frozen=True)
 class Problem:
-    op: str                   # "dw", "pw", "conv", "dwpw" or "ir" (see above)
+    op: str                   # "dw", "pw", "conv", "dwpw", "pwdw" or "ir" (see above)
     N: int
     C: int                    # input channels
     H: int
     W: int
-    C_out: int | None = None  # pw, conv and fused blocks; dw has C_out = C
+    C_out: int | None = None  # pw, conv and fused blocks (pwdw: the expanded channels); dw has C_out = C
     k: int = 1                # dw, conv and fused blocks: 3/5/7; pw: 1
     stride: int = 1
     padding: int | None = None  # default k // 2
@@ -65,7 +66,7 @@ class Problem:
     act: str = "none"         # after the conv; in a fused block after expand and depthwise
     dtype: str = "float32"
     layout: str = "nchw"
-    act2: str = "none"        # fused blocks: after the last 1x1
+    act2: str = "none"        # dwpw and ir: after the last 1x1 (pwdw ends with its depthwise: none)
     expansion: int = 1        # ir: hidden channels = C * expansion (1: no expand stage)
     tf32: bool = False        # float32 only: TF32 tensor cores allowed (an explicit option; off = exact fp32)
 
@@ -86,8 +87,9 @@ class Problem:
         _positive_int("expansion", self.expansion)
         if self.op != "ir" and self.expansion != 1:
             raise ProblemError("expansion", f"only inverted residuals (op 'ir') expand, got {self.expansion}")
-        if self.op not in FUSED_OPS and self.act2 != "none":
-            raise ProblemError("act2", f"only fused blocks have a second activation, got {self.act2!r}")
+        if self.op not in ("dwpw", "ir") and self.act2 != "none":
+            raise ProblemError("act2", "only dwpw and ir blocks end with a 1x1 that has an activation of its own "
+                                       f"(act2), got {self.act2!r}")
         if self.op == "pw":
             if self.C_out is None:
                 raise ProblemError("C_out", "pointwise needs C_out")
@@ -143,7 +145,7 @@ class Problem:
     @property
     def hidden(self) -> int:
         """Channels between the stages of a fused block (the depthwise's channels)."""
-        return self.C * self.expansion
+        return self.C_out if self.op == "pwdw" else self.C * self.expansion
 
     @property
     def residual(self) -> bool:
@@ -156,11 +158,12 @@ class Problem:
             return [self]
         common = dict(N=self.N, bias=self.bias, dtype=self.dtype, layout=self.layout)
         hidden, out = self.hidden, []
-        if self.op == "ir" and self.expansion > 1:
+        if self.op == "pwdw" or self.op == "ir" and self.expansion > 1:
             out.append(Problem("pw", C=self.C, H=self.H, W=self.W, C_out=hidden, act=self.act, **common))
         out.append(Problem("dw", C=hidden, H=self.H, W=self.W, k=self.k, stride=self.stride,
                            padding=self.padding, act=self.act, **common))
-        out.append(Problem("pw", C=hidden, H=self.H_out, W=self.W_out, C_out=self.C_out, act=self.act2, **common))
+        if self.op != "pwdw":
+            out.append(Problem("pw", C=hidden, H=self.H_out, W=self.W_out, C_out=self.C_out, act=self.act2, **common))
         if self.tf32:                # the 1x1 stages may use TF32; a depthwise has no product to round
             out = [s.replace(tf32=True) if s.op == "pw" else s for s in out]
         return out
@@ -211,12 +214,13 @@ class Problem:
     def key(self) -> str:
         """Stable name, e.g. 'dw k3 s1 p1 N16 C32 112x112 relu6 bias float16 nhwc',
         'conv k3 s2 p1 N16 C3->32 224x224 relu6 bias float16 nhwc',
+        'pwdw k3 s2 p1 N16 C16->96 112x112 relu6 bias float16 nhwc',
         'ir t6 k3 s1 p1 N16 C24->24 56x56 relu6/none bias float16 nhwc'."""
         shape = f"N{self.N} C{self.C}" + (f"->{self.C_out}" if self.op != "dw" else "")
         conv = "1x1" if self.op == "pw" else f"k{self.k} s{self.stride} p{self.padding}"
         if self.op == "ir":
             conv = f"t{self.expansion} {conv}"
-        acts = f"{self.act}/{self.act2}" if self.op in FUSED_OPS else self.act
+        acts = f"{self.act}/{self.act2}" if self.op in ("dwpw", "ir") else self.act
         return (f"{self.op} {conv} {shape} {self.H}x{self.W} {acts}"
                 f"{' bias' if self.bias else ''} {self.dtype} {self.layout}{' tf32' if self.tf32 else ''}")
 

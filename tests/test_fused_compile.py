@@ -19,6 +19,9 @@ PROBLEMS = [
     Problem("ir", N=1, C=12, H=15, W=9, C_out=20, k=7, stride=2, expansion=4, act="relu6", bias=False,
             dtype="float32", layout="nhwc"),
     Problem("ir", N=1, C=160, H=7, W=7, C_out=320, k=3, expansion=6, act="relu6", dtype="float16", layout="nchw"),
+    Problem("pwdw", N=2, C=12, H=13, W=22, C_out=72, k=5, act="relu", bias=False, dtype="float16", layout="nhwc"),
+    Problem("pwdw", N=16, C=160, H=7, W=7, C_out=960, k=3, act="relu6", dtype="float16", layout="nhwc"),
+    Problem("pwdw", N=16, C=16, H=112, W=112, C_out=96, k=3, stride=2, act="relu6", dtype="float16", layout="nhwc"),
 ]
 PER_PROBLEM = 3
 
@@ -46,7 +49,7 @@ def compiled(arch):
 def test_both_families_and_both_ops_are_covered():
     names = {(p.op, f.name) for p, f, _ in cases()}
     assert names == {(op, f) for op in ("dwpw", "ir")
-                     for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")}
+                     for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")} | {("pwdw", "expand_depthwise_tc")}
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -59,6 +62,8 @@ def test_valid_configurations_compile_within_their_resources(arch):
         assert not isinstance(binary, Exception), f"{where}: {binary}"
         assert invalid_reason(family, p, config) is None
         assert binary.shared_bytes <= family.shared_bytes(p, config) + 16, where   # ptxas's count vs check()'s
+        if family is fused.EXPAND_DEPTHWISE:     # (its estimate is a bound; the others' are rough)
+            assert binary.registers <= family.registers(p, config), where
         assert binary.registers <= MAX_REGISTERS_PER_THREAD
         if binary.registers >= MAX_REGISTERS_PER_THREAD:
             assert (binary.spill_bytes or 0) <= MAX_SPILL_BYTES, where
@@ -86,6 +91,26 @@ def test_check_rejects_what_it_must():
     assert tc.check(PROBLEMS[1], tc.default_config(ir16)) is not None     # fp32: no tensor cores
     assert not tc.applies(PROBLEMS[1]) and simt.applies(PROBLEMS[1])
     assert "not among" in simt.check(PROBLEMS[1], {**simt.default_config(PROBLEMS[1]), "tm": 3})
+
+
+def test_expand_depthwise_layout_and_launch():
+    ed = fused.EXPAND_DEPTHWISE
+    p = PROBLEMS[-1]                   # 112x112, stride 2: 56x56 outputs
+    config = {"tile": "8x8", "block_n": 32, "warps": 4}
+    assert ed.check(p, config) is None
+    launch = ed.launch(p, config)
+    assert launch.grid == (7 * 7, 3, 16) and launch.block == (128, 1, 1)
+    # x tile 17x17 -> 304 rows of 16 + 8 halves, expand weights 32 rows, hidden tile 304 x (32 + 8),
+    # then 9 taps + 2 biases of 32 floats; the template asserts the same sum
+    assert launch.shared_mem == ed.shared_bytes(p, config) == 2 * (304 * 24 + 32 * 24 + 304 * 40) + 4 * 32 * 11
+    code = codegen.render(ed, p, config).code
+    assert f"static_assert(SMEM_BYTES == {launch.shared_mem}" in code and "constexpr int C_IN = 16;" in code
+    assert "shared memory" in ed.check(p.replace(C=160), {"tile": "16x16", "block_n": 128, "warps": 4})
+    assert "not among" in ed.check(p, {**config, "warps": 3})
+    assert not ed.applies(p.replace(layout="nchw")) and not ed.applies(p.replace(dtype="float32"))
+    assert not ed.applies(p.replace(C_out=100))           # 16-byte stores of the hidden channels
+    assert not ed.applies(Problem("dwpw", 1, 8, 8, 8, C_out=16, k=3, dtype="float16", layout="nhwc"))
+    assert kernels.families_for(p) == [ed]
 
 
 def test_cluster_split_of_the_hidden_channels():

@@ -31,6 +31,12 @@ def test_only_blocks_take_block_fields():
     with pytest.raises(ProblemError) as e:
         Problem("dw", 1, 8, 8, 8, k=3, act2="relu")
     assert e.value.field == "act2"
+    with pytest.raises(ProblemError) as e:      # pwdw ends with its depthwise: no second activation
+        Problem("pwdw", 1, 8, 8, 8, C_out=16, k=3, act="relu6", act2="relu6")
+    assert e.value.field == "act2" and "dwpw and ir" in str(e.value)
+    with pytest.raises(ProblemError) as e:
+        Problem("pwdw", 1, 8, 8, 8, k=3)
+    assert e.value.field == "C_out"
 
 
 def test_stages_and_packed_weights():
@@ -48,11 +54,18 @@ def test_stages_and_packed_weights():
     assert ir().key == "ir t3 k3 s1 p1 N2 C4->4 7x6 relu6/none bias float32 nchw"
     assert ir().flops() == sum(s.flops() for s in ir().stages())
     assert ir().min_bytes() == 4 * (2 * 4 * 7 * 6 * 2 + 204 + 28)
+    pwdw = Problem("pwdw", 2, 4, 7, 6, C_out=12, k=3, stride=2, act="relu6", layout="nhwc")
+    assert [(s.op, s.C, s.C_out, s.act) for s in pwdw.stages()] == [("pw", 4, 12, "relu6"), ("dw", 12, 12, "relu6")]
+    assert pwdw.stages() == ir(stride=2, layout="nhwc").stages()[:2] and pwdw.hidden == 12
+    assert pwdw.weight_parts == [(12, 4, 1, 1), (12, 1, 3, 3)] and pwdw.bias_shape == (24,)
+    assert pwdw.output_shape == (2, 4, 3, 12) and not pwdw.residual
+    assert pwdw.key == "pwdw k3 s2 p1 N2 C4->12 7x6 relu6 bias float32 nhwc"
 
 
 @pytest.mark.parametrize("problem", [
     ir(), ir(stride=2, C_out=6, layout="nhwc"), ir(expansion=1, C_out=5, bias=False),
     Problem("dwpw", 2, 5, 6, 7, C_out=3, k=5, stride=2, act="relu", act2="relu6", layout="nhwc"),
+    Problem("pwdw", 2, 3, 7, 5, C_out=8, k=3, stride=2, act="relu6", layout="nhwc"),
 ], ids=lambda p: p.key)
 def test_block_reference_is_its_stages_plus_residual(problem):
     rng = np.random.default_rng(0)

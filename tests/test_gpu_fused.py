@@ -8,6 +8,7 @@ import pytest
 
 from autotune import codegen, compiler, kernels
 from autotune.kernels import fused
+from autotune.problem import Problem
 from autotune.searchspace import valid_configs
 from test_gpu_kernels import _threads_per_channel, every_dtype_and_layout
 
@@ -46,3 +47,35 @@ def test_fused_blocks_match_reference(problem, arch):
             fn = load_function(binary, family.entry)
             ok, err = verify(fn, family.launch(problem, config), data)
             assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+# The fused expand + depthwise (pwdw): input channels off the 16-byte copy and the k16 steps, hidden
+# channels off every block_n, sizes off every tile, stride 2 with odd sizes, k5, no bias, a deep 7x7.
+PWDW = [
+    dict(op="pwdw", N=3, C=12, H=13, W=22, C_out=72, k=3, stride=1, act="relu6"),
+    dict(op="pwdw", N=2, C=24, H=17, W=9, C_out=144, k=3, stride=2, act="relu6"),
+    dict(op="pwdw", N=1, C=5, H=15, W=31, C_out=40, k=5, stride=2, act="relu", bias=False),
+    dict(op="pwdw", N=2, C=160, H=7, W=7, C_out=960, k=3, stride=1, act="relu6"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in PWDW], ids=lambda p: p.key)
+def test_expand_depthwise_matches_reference(problem, arch):
+    """The default and every value of every parameter that fits."""
+    from autotune.runner import ProblemData, load_function, verify
+    family = fused.EXPAND_DEPTHWISE
+    assert kernels.families_for(problem, arch) == [family]
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    valid = valid_configs(family, problem)
+    configs = [family.default_config(problem)]
+    for name, values in family.space(problem).items():
+        for value in values:
+            matching = [c for c in valid if c[name] == value]
+            if matching:
+                configs.append(rng.choice(matching))
+    binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
+    for config, binary in zip(configs, binaries):
+        assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"

@@ -1,6 +1,6 @@
 """Fusion depth of a block, without a GPU: the plan follows the measured times in the database
-(one fused kernel; expand + fused dwpw; or the stages' kernels, plus the residual add), and blocks
-no fused kernel fits run unfused."""
+(one fused kernel; expand + fused dwpw; fused pwdw + project; or the stages' kernels, plus the residual
+add), and blocks no fused kernel fits run unfused."""
 import pytest
 
 from autotune.kernels import fused
@@ -12,14 +12,15 @@ H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "arch": "s
         "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 2.5e12}
 BLOCK = Problem("ir", 16, 24, 56, 56, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc")
 HALF = Problem("dwpw", 16, 144, 56, 56, C_out=24, k=3, act="relu6", dtype="float16", layout="nhwc")
+FIRST_HALF = Problem("pwdw", 16, 24, 56, 56, C_out=144, k=3, act="relu6", dtype="float16", layout="nhwc")
 ADD_US = 3 * 16 * 24 * 56 * 56 * 2 / 2.5e12 * 1e6        # an add after the fused dwpw half: 2 reads, 1 write
 EPILOGUE_US = ADD_US / 3                                   # the last 1x1 adds the input itself: 1 more read
 
 
-def _store(tmp_path, fused_us, stage_us, half_us=None):
+def _store(tmp_path, fused_us, stage_us, half_us=None, first_half_us=None):
     s = Store(tmp_path / "p.db")
     gid = s.add_gpu(H100)
-    timed = [(BLOCK, fused_us), (HALF, half_us)] + list(zip(BLOCK.stages(), stage_us))
+    timed = [(BLOCK, fused_us), (HALF, half_us), (FIRST_HALF, first_half_us)] + list(zip(BLOCK.stages(), stage_us))
     for problem, t in timed:
         if t is not None:
             s.add_problem(problem)
@@ -29,10 +30,13 @@ def _store(tmp_path, fused_us, stage_us, half_us=None):
 
 def test_candidates_from_deepest_down():
     plans = candidate_plans(BLOCK)
-    assert [d for d, _ in plans] == [3, 2, 1]
+    assert [d for d, _ in plans] == [3, 2, 2, 1]
     assert [s.problem for s in plans[1][1]] == [BLOCK.stages()[0], HALF]
     assert [s.parts for s in plans[1][1]] == [(0, 1), (1, 3)]
-    assert [s.problem.op for s in plans[2][1]] == ["pw", "dw", "pw"]
+    assert [s.problem for s in plans[2][1]] == [FIRST_HALF, BLOCK.stages()[2]]
+    assert [s.parts for s in plans[2][1]] == [(0, 2), (2, 3)]
+    assert FIRST_HALF.stages() == BLOCK.stages()[:2]     # the same convolutions, the same weights
+    assert [s.problem.op for s in plans[3][1]] == ["pw", "dw", "pw"]
     dwpw_plans = candidate_plans(HALF)
     assert [d for d, _ in dwpw_plans] == [2, 1]
 
@@ -47,12 +51,21 @@ def test_expand_then_fused_half(tmp_path):
     store = _store(tmp_path, 40.0, [10.0, 10.0, 10.0], half_us=12.0)
     plan = choose_plan(BLOCK, store, H100)
     assert plan.depth == 2 and plan.estimate_us == pytest.approx(22.0 + ADD_US)
-    assert "depth 3: 40.0 us" in plan.reason
+    assert "depth 3 (ir): 40.0 us" in plan.reason and plan.reason.startswith("depth 2 (pw, dwpw)")
+
+
+def test_fused_first_half_then_project_adds_the_residual_itself(tmp_path):
+    store = _store(tmp_path, 40.0, [10.0, 10.0, 10.0], half_us=15.0, first_half_us=8.0)
+    plan = choose_plan(BLOCK, store, H100)
+    assert [s.problem for s in plan.steps] == [FIRST_HALF, BLOCK.stages()[2]]
+    assert adds_residual(plan.steps[-1].problem)
+    assert plan.depth == 2 and plan.estimate_us == pytest.approx(18.0 + EPILOGUE_US)
+    assert plan.reason.startswith("depth 2 (pwdw, pw): ")
 
 
 def test_faster_stages_win_and_pay_for_the_residual_add(tmp_path):
     store = _store(tmp_path, 40.0, [10.0, 10.0, 10.0], half_us=25.0)
-    steps = candidate_plans(BLOCK)[2][1]
+    steps = candidate_plans(BLOCK)[-1][1]
     assert adds_residual(steps[-1].problem) and not adds_residual(HALF)
     assert plan_time(BLOCK, steps, store, H100) == pytest.approx(30.0 + EPILOGUE_US)
     plan = choose_plan(BLOCK, store, H100)

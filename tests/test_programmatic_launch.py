@@ -24,6 +24,7 @@ SAMPLES = [
     Problem("dwpw", N=2, C=48, H=14, W=14, C_out=24, k=3, act="relu6", dtype="float16", layout="nhwc"),
     Problem("ir", N=2, C=24, H=14, W=14, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc"),
     Problem("ir", N=1, C=16, H=9, W=11, C_out=24, k=3, stride=2, expansion=4, act="relu6", dtype="float32", layout="nchw"),
+    Problem("pwdw", N=2, C=24, H=14, W=14, C_out=144, k=3, act="relu6", dtype="float16", layout="nhwc"),
 ]
 
 

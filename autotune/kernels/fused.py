@@ -1,5 +1,6 @@
-"""Fused-block families (templates/fused_block.cu.j2): a dwpw block or a whole inverted residual
-in one kernel, on CUDA cores (fp32 math, both dtypes) or with the 1x1s on tensor cores (fp16).
+"""Fused-block families. templates/fused_block.cu.j2: a dwpw block or a whole inverted residual in one
+kernel, on CUDA cores (fp32 math, both dtypes) or with the 1x1s on tensor cores (fp16).
+templates/expand_depthwise.cu.j2: an expand 1x1 and its depthwise (pwdw), fp16 NHWC (ExpandDepthwise).
 
 A block owns tile_h x tile_w output pixels and block_n output channels and walks the hidden channels
 kc at a time; the 1x1's accumulators live in registers across the walk. Output channels beyond
@@ -239,7 +240,90 @@ class ClusterFusedBlock(TensorCoreFusedBlock):
         return clustered(super().launch(problem, config), config["cluster_k"])
 
 
+class ExpandDepthwise:
+    """pwdw in one kernel: a block expands its x tile (halo included) on tensor cores into a hidden
+    tile in shared memory and runs the depthwise from it, for block_n of the hidden channels and a
+    tile_h x tile_w tile of output pixels. Hidden channels need nothing from each other after the
+    expand, so the blocks over them share no partial sums: every block is independent, and only the
+    depthwise's output (at its stride) goes to memory. fp16 NHWC; C_out (the hidden channels) a
+    multiple of 8, for 16-byte stores."""
+    name = "expand_depthwise_tc"
+    template = "expand_depthwise.cu.j2"
+    entry = "expand_depthwise"
+    exact_channels = True          # compiled for C (the expand's K); C_out is a runtime size
+    MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
+    TILES = ("2x8", "4x4", "4x8", "8x4", "8x8", "7x7", "4x16", "8x16", "16x8", "14x14", "16x16")
+
+    def applies(self, problem) -> bool:
+        smallest = {"tile": "4x4", "block_n": 16, "warps": 2}
+        return (problem.op == "pwdw" and problem.dtype == "float16" and problem.layout == "nhwc"
+                and problem.C_out % 8 == 0 and self.shared_bytes(problem, smallest) <= self.MAX_SHARED)
+
+    def space(self, problem) -> dict:
+        return {"tile": self.TILES, "block_n": (16, 32, 48, 64, 96, 128), "warps": (2, 4, 8)}
+
+    @staticmethod
+    def tile(config) -> tuple:
+        h, w = config["tile"].split("x")
+        return int(h), int(w)
+
+    def threads(self, problem, config) -> int:
+        return 32 * config["warps"]
+
+    def registers(self, problem, config) -> int:
+        return 64       # the expand's two accumulator tiles and fragments, the depthwise's 8 channels
+
+    def shared_bytes(self, problem, config) -> int:
+        """The template's layout (it asserts the same sum): x tile and hidden tile (whole 16-pixel
+        tiles, rows padded by 8 halves), expand weights, then depthwise weights and both biases as floats."""
+        th, tw = self.tile(config)
+        bn, k, s = config["block_n"], problem.k, problem.stride
+        rows = _round_up(((th - 1) * s + k) * ((tw - 1) * s + k), 16)
+        x_ld = _round_up(problem.C, 16) + 8
+        return 2 * (rows * x_ld + bn * x_ld + rows * (bn + 8)) + 4 * bn * (k * k + 2)
+
+    def check(self, problem, config) -> str | None:
+        if not self.applies(problem):
+            return f"{self.name} runs pwdw blocks in float16 NHWC with C_out a multiple of 8"
+        reason = space_violation(self.space(problem), config)
+        if reason:
+            return reason
+        th, tw = self.tile(config)
+        if th > max(4, 2 * problem.H_out) or tw > max(8, 2 * problem.W_out):
+            return "tile far larger than the output (pruned)"
+        if config["block_n"] > _round_up(problem.C_out, 16) * 2 - 16 and config["block_n"] > 16:
+            return f"block_n={config['block_n']} beyond C_out={problem.C_out} (pruned)"
+        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
+                                  self.registers(problem, config), max_shared=self.MAX_SHARED)
+
+    def default_config(self, problem) -> dict:
+        for block_n in (32, 16):
+            for tile in ("8x8", "4x8", "4x4"):
+                config = {"tile": tile, "block_n": block_n, "warps": 4}
+                if self.check(problem, config) is None:
+                    return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def template_params(self, problem, config) -> dict:
+        th, tw = self.tile(config)
+        return {"TILE_H": th, "TILE_W": tw, "BLOCK_N": config["block_n"], "WARPS": config["warps"],
+                "C_IN": problem.C, "VEC": copy_width(problem), "SHARED_BYTES": self.shared_bytes(problem, config)}
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its input channel count: reused only for exactly that
+
+    def launch(self, problem, config) -> Launch:
+        p = problem
+        th, tw = self.tile(config)
+        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+        grid = (ceil_div(h_out, th) * ceil_div(w_out, tw), ceil_div(p.C_out, config["block_n"]), p.N)
+        return Launch(grid=grid, block=(self.threads(problem, config), 1, 1),
+                      shared_mem=self.shared_bytes(problem, config))
+
+
 SIMT = SimtFusedBlock()
 TENSOR_CORE = TensorCoreFusedBlock()
 CLUSTER = ClusterFusedBlock()
-FAMILIES = [SIMT, TENSOR_CORE, CLUSTER]
+EXPAND_DEPTHWISE = ExpandDepthwise()
+FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE]
