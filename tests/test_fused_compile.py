@@ -96,7 +96,7 @@ def test_check_rejects_what_it_must():
 def test_expand_depthwise_layout_and_launch():
     ed = fused.EXPAND_DEPTHWISE
     p = PROBLEMS[-1]                   # 112x112, stride 2: 56x56 outputs
-    config = {"tile": "8x8", "block_n": 32, "warps": 4}
+    config = {"tile": "8x8", "block_n": 32, "warps": 4, "dw_vec": 8, "rows": 2}
     assert ed.check(p, config) is None
     launch = ed.launch(p, config)
     assert launch.grid == (7 * 7, 3, 16) and launch.block == (128, 1, 1)
@@ -105,7 +105,7 @@ def test_expand_depthwise_layout_and_launch():
     assert launch.shared_mem == ed.shared_bytes(p, config) == 2 * (304 * 24 + 32 * 24 + 304 * 40) + 4 * 32 * 11
     code = codegen.render(ed, p, config).code
     assert f"static_assert(SMEM_BYTES == {launch.shared_mem}" in code and "constexpr int C_IN = 16;" in code
-    assert "shared memory" in ed.check(p.replace(C=160), {"tile": "16x16", "block_n": 128, "warps": 4})
+    assert "shared memory" in ed.check(p.replace(C=160), {"tile": "16x16", "block_n": 128, "warps": 4, "dw_vec": 8, "rows": 2})
     assert "not among" in ed.check(p, {**config, "warps": 3})
     assert not ed.applies(p.replace(layout="nchw")) and not ed.applies(p.replace(dtype="float32"))
     assert not ed.applies(p.replace(C_out=100))           # 16-byte stores of the hidden channels

@@ -254,13 +254,15 @@ class ExpandDepthwise:
     MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
     TILES = ("2x8", "4x4", "4x8", "8x4", "8x8", "7x7", "4x16", "8x16", "16x8", "14x14", "16x16")
 
+    SMALLEST = {"tile": "4x4", "block_n": 16, "warps": 2, "dw_vec": 2, "rows": 1}
+
     def applies(self, problem) -> bool:
-        smallest = {"tile": "4x4", "block_n": 16, "warps": 2}
         return (problem.op == "pwdw" and problem.dtype == "float16" and problem.layout == "nhwc"
-                and problem.C_out % 8 == 0 and self.shared_bytes(problem, smallest) <= self.MAX_SHARED)
+                and problem.C_out % 8 == 0 and self._resources(problem, self.SMALLEST) is None)
 
     def space(self, problem) -> dict:
-        return {"tile": self.TILES, "block_n": (16, 32, 48, 64, 96, 128), "warps": (2, 4, 8)}
+        return {"tile": self.TILES, "block_n": (16, 32, 48, 64, 96, 128), "warps": (2, 4, 8),
+                "dw_vec": (2, 4, 8), "rows": (1, 2, 4)}
 
     @staticmethod
     def tile(config) -> tuple:
@@ -271,7 +273,10 @@ class ExpandDepthwise:
         return 32 * config["warps"]
 
     def registers(self, problem, config) -> int:
-        return 64       # the expand's two accumulator tiles and fragments, the depthwise's 8 channels
+        """The depthwise's taps, accumulators and one loaded pack, plus indices and pointers (checked
+        against ptxas by tests/test_fused_compile.py)."""
+        vec = config["dw_vec"]
+        return (problem.k * problem.k + config["rows"] + 2) * vec + 48
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum): x tile and hidden tile (whole 16-pixel
@@ -289,24 +294,31 @@ class ExpandDepthwise:
         if reason:
             return reason
         th, tw = self.tile(config)
+        if th % config["rows"]:
+            return f"tile {config['tile']} is not whole strips of rows={config['rows']}"
         if th > max(4, 2 * problem.H_out) or tw > max(8, 2 * problem.W_out):
             return "tile far larger than the output (pruned)"
         if config["block_n"] > _round_up(problem.C_out, 16) * 2 - 16 and config["block_n"] > 16:
             return f"block_n={config['block_n']} beyond C_out={problem.C_out} (pruned)"
+        return self._resources(problem, config)
+
+    def _resources(self, problem, config) -> str | None:
         return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
                                   self.registers(problem, config), max_shared=self.MAX_SHARED)
 
     def default_config(self, problem) -> dict:
-        for block_n in (32, 16):
-            for tile in ("8x8", "4x8", "4x4"):
-                config = {"tile": tile, "block_n": block_n, "warps": 4}
-                if self.check(problem, config) is None:
-                    return config
+        for dw_vec, rows in ((8, 2), (4, 1), (2, 1)):          # (fewer taps in registers for k5, k7)
+            for block_n in (32, 16):
+                for tile in ("8x8", "4x8", "4x4"):
+                    config = {"tile": tile, "block_n": block_n, "warps": 4, "dw_vec": dw_vec, "rows": rows}
+                    if self.check(problem, config) is None:
+                        return config
         raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
 
     def template_params(self, problem, config) -> dict:
         th, tw = self.tile(config)
         return {"TILE_H": th, "TILE_W": tw, "BLOCK_N": config["block_n"], "WARPS": config["warps"],
+                "DW_VEC": config["dw_vec"], "ROWS": config["rows"],
                 "C_IN": problem.C, "VEC": copy_width(problem), "SHARED_BYTES": self.shared_bytes(problem, config)}
 
     def divisors(self, problem, config) -> dict:
