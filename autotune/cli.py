@@ -173,6 +173,12 @@ def cmd_sweep(args) -> int:
     counted = {}
 
     def progress(event, result):
+        if event == "plans":      # after the trials: a block's plans timed whole
+            problem, times, error = result
+            timed = ", ".join(f"{t['plan']} {t['time_us']:.1f} us" for t in sorted(times, key=lambda t: t["time_us"]))
+            print(f"plans of {problem.key}: {timed or 'none timed'}" + (f" ({error})" if error else ""),
+                  file=sys.stderr)
+            return
         key = result.problem.key
         if event == "trial":
             bar.step(result.measured - counted.get(key, 0), f"| {key[:48]}")

@@ -314,16 +314,19 @@ def lookup(problem: Problem | None = None, *, db=None, device: int | None = None
             store = Store(db, readonly=True)
         except FileNotFoundError:
             store = None
-        plan = plans.choose_plan(problem, store, gpu)
-        if len(plan.steps) > 1:           # the block runs as several kernels
-            last = len(plan.steps) - 1    # which adds an inverted residual's input, when it can
-            adds = problem.residual and plans.adds_residual(plan.steps[-1].problem)
-            kernel = plans.BlockKernel(problem, [_tuned(s.problem, store, gpu, add_residual=adds and i == last)
-                                                 for i, s in enumerate(plan.steps)], plan)
-        else:
-            kernel = _tuned(problem, store, gpu)
+        kernel = plan_kernel(problem, plans.choose_plan(problem, store, gpu), store, gpu)
         _CACHE[key] = kernel
         return kernel
+
+
+def plan_kernel(problem: Problem, plan, store, gpu: dict):
+    """A callable running `problem` as `plan`: its one kernel, or a BlockKernel of several."""
+    if len(plan.steps) == 1:
+        return _tuned(problem, store, gpu)
+    last = len(plan.steps) - 1        # which adds an inverted residual's input, when it can
+    adds = problem.residual and plans.adds_residual(plan.steps[-1].problem)
+    return plans.BlockKernel(problem, [_tuned(s.problem, store, gpu, add_residual=adds and i == last)
+                                       for i, s in enumerate(plan.steps)], plan)
 
 
 def _tuned(problem: Problem, store, gpu, add_residual: bool = False) -> TunedKernel:

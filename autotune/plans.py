@@ -3,11 +3,15 @@
 An inverted residual can run as one fused kernel (depth 3); as two (depth 2): its expand followed by a
 fused depthwise + project kernel (the dwpw problem of its second half), or a fused expand + depthwise
 kernel (the pwdw problem of its first half) followed by its project; or as each stage in its own kernel
-(depth 1). A dwpw or pwdw block runs fused (depth 2) or stage by stage (depth 1). A plan of several kernels
-costs the sum of its kernels' best times, plus, for an inverted residual, an add that reads two
-tensors and writes one at the GPU's copy bandwidth. Each kernel's time comes from its own tuning
-(the stages and the dwpw halves are problems of their own in a model sweep), so the kernels are not
-timed back to back. With nothing measured, a block runs fused where a fused kernel applies.
+(depth 1). A dwpw or pwdw block runs fused (depth 2) or stage by stage (depth 1).
+
+A sweep times each plan whole, its tuned kernels back to back as lookup runs them (plan_timing.py),
+and the fastest timed plan wins. Summing the kernels' own times instead misjudges a chain: each was
+tuned reading inputs cold from memory, while in the chain a kernel finds its producer's output still
+in L2. Without such timings (an older database, no PyTorch to time with), a plan of several kernels
+is estimated as the sum of its kernels' best times, plus, for an inverted residual, an add that reads
+two tensors and writes one at the GPU's copy bandwidth. With nothing measured, a block runs fused
+where a fused kernel applies.
 """
 from __future__ import annotations
 
@@ -78,9 +82,14 @@ def adds_residual(last: Problem) -> bool:
     return any(getattr(f, "residual_epilogue", False) for f in kernels.families_for(last))
 
 
+def plan_name(steps) -> str:
+    """Each kernel's op, e.g. 'pwdw,pw': tells the two depth-2 plans apart; names timed plans in the database."""
+    return ",".join(s.problem.op for s in steps)
+
+
 def describe(depth: int, steps) -> str:
-    """'depth 2 (pwdw, pw)': the depth and each kernel's op, which tells the two depth-2 plans apart."""
-    return f"depth {depth} (" + ", ".join(s.problem.op for s in steps) + ")"
+    """'depth 2 (pwdw, pw)'."""
+    return f"depth {depth} (" + plan_name(steps).replace(",", ", ") + ")"
 
 
 def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
@@ -88,14 +97,18 @@ def choose_plan(problem: Problem, store, gpu: dict) -> Plan:
     max_depth = candidates[0][0]
     if problem.op not in FUSED_OPS:
         return Plan(1, 1, candidates[0][1], None, "a single convolution")
-    timed = [(plan_time(problem, steps, store, gpu), depth, steps) for depth, steps in candidates]
-    timed = [t for t in timed if t[0] is not None]
+    whole = store.plan_times(gpu_id(gpu), problem.key) if store is not None else {}
+    timed = [(whole[plan_name(steps)], depth, steps) for depth, steps in candidates if plan_name(steps) in whole]
+    how = "timed whole"
+    if not timed:
+        timed = [(plan_time(problem, steps, store, gpu), depth, steps) for depth, steps in candidates]
+        timed = [t for t in timed if t[0] is not None]
+        how = "estimated from its kernels"
     if timed:
-        best = min(timed, key=lambda t: (t[0], -t[1]))
-        best_us, depth, steps = best
+        best_us, depth, steps = min(timed, key=lambda t: (t[0], -t[1]))
         others = ", ".join(f"{describe(d, s)}: {t:.1f} us" for t, d, s in timed if s is not steps)
         return Plan(depth, max_depth, steps, best_us,
-                    f"{describe(depth, steps)}: {best_us:.1f} us" + (f" ({others})" if others else ""))
+                    f"{describe(depth, steps)}: {best_us:.1f} us {how}" + (f" ({others})" if others else ""))
     for depth, steps in candidates:        # nothing measured: the deepest plan whose kernels all exist
         if all(kernels.families_for(s.problem) for s in steps):
             return Plan(depth, max_depth, steps, None, f"nothing measured: depth {depth}")

@@ -107,6 +107,10 @@ class Store:
         if not t("baselines").exists():
             t("baselines").create({"gpu": str, "problem": str, "peer": str, "time_us": float,
                                    "detail": str, "measured_at": str}, pk=("gpu", "problem", "peer"))
+        if not t("plan_times").exists():    # a block's plans timed whole, as lookup runs them (plans.py)
+            t("plan_times").create({"gpu": str, "problem": str, "plan": str, "time_us": float,
+                                    "max_error": float, "kernels": str, "measured_at": str},
+                                   pk=("gpu", "problem", "plan"))
 
     # ---- writes ---------------------------------------------------------------------------------
     @_locked
@@ -161,6 +165,17 @@ class Store:
                                          "time_us": time_us, "detail": detail, "measured_at": _now()},
                                         pk=("gpu", "problem", "peer"))
 
+    @_locked
+    def set_plan_times(self, gpu: str, problem: Problem, times: list[dict]):
+        """Replace the block's timed plans on this GPU with `times` ({plan, time_us, max_error, kernels}):
+        timings of kernels that have since been re-tuned must not outlive them."""
+        with self.db.conn:
+            self.db["plan_times"].delete_where("gpu = ? and problem = ?", [gpu, problem.key])
+            self.db["plan_times"].insert_all(
+                [{"gpu": gpu, "problem": problem.key, "plan": t["plan"], "time_us": t["time_us"],
+                  "max_error": _finite(t.get("max_error")), "kernels": t.get("kernels", ""),
+                  "measured_at": _now()} for t in times], pk=("gpu", "problem", "plan"))
+
     # ---- reads ----------------------------------------------------------------------------------
     @_locked
     def find_trial(self, gpu: str, problem: Problem, family: str, config: dict) -> dict | None:
@@ -192,6 +207,14 @@ class Store:
     def baselines(self, gpu: str, problem_key: str) -> dict:
         rows = self.db["baselines"].rows_where("gpu = ? and problem = ?", [gpu, problem_key])
         return {r["peer"]: r["time_us"] for r in rows}
+
+    @_locked
+    def plan_times(self, gpu: str, problem_key: str) -> dict:
+        """{plan name: µs} of the block's plans timed whole on this GPU (none in older databases)."""
+        if not self.db["plan_times"].exists():
+            return {}
+        rows = self.db["plan_times"].rows_where("gpu = ? and problem = ?", [gpu, problem_key])
+        return {r["plan"]: r["time_us"] for r in rows}
 
     @_locked
     def gpus(self) -> list[dict]:

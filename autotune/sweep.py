@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import kernels, store as st
 from .baselines import memory_floor_us
 from .compiler import ParallelCompiler, binary_summary
-from .problem import Problem
+from .problem import FUSED_OPS, Problem
 from .strategy import TuneResult, problem_seed, transfer_seeds, tune
 from .workers import GpuWorker
 
@@ -125,10 +125,29 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
                 for i, budget in enumerate(budgets):
                     final = i == len(budgets) - 1
                     results = list(pool.map(lambda p: work(p, budget, final), problems))
+            time_block_plans([p for p in problems if p.op in FUSED_OPS], store, gpu, first, progress)
         finally:
             for s in sessions:
                 s.worker.close()
     return [summary_row(store, gpu, r.problem, r.measured) for r in results]
+
+
+def time_block_plans(blocks, store: st.Store, gpu: str, session: _GpuSession, progress=None):
+    """Time each block's plans whole (plan_timing.py) now that their kernels are tuned, and store the
+    times that pass the reference check; lookup then runs the fastest. A block whose timing fails keeps
+    the plans' estimates."""
+    for problem in blocks:
+        try:
+            times = session.gpu("time_plans", problem.to_dict(), str(store.path), timeout_s=600)
+        except Exception as exc:          # the worker's error or its loss: report, go on
+            times, error = [], f"{type(exc).__name__}: {exc}"
+        else:
+            error = "; ".join(f"{t['plan']} {t['error']}" for t in times if t["time_us"] is None)
+        passed = [t for t in times if t["time_us"] is not None]
+        if passed:
+            store.set_plan_times(gpu, problem, passed)
+        if progress:
+            progress("plans", (problem, passed, error))
 
 
 def summary_row(store: st.Store, gpu: str, problem: Problem, measured: int = 0) -> Row:

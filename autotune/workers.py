@@ -53,6 +53,11 @@ def _serve(conn, device_id: int):
                 _, problem_dict = request
                 data = None
                 reply = torch_times(Problem.from_dict(problem_dict))
+            elif kind == "time_plans":          # a block's plans, whole (plan_timing.py)
+                from .plan_timing import time_plans
+                _, problem_dict, db = request
+                data = None
+                reply = time_plans(Problem.from_dict(problem_dict), db, device_id)
             elif kind == "exit":
                 return
             else:

@@ -98,18 +98,53 @@ def test_blocks_run_at_every_fusion_depth(tmp_path, layout):
         fused_kernel = autotune.lookup(block, db=tmp_path / "none.db")      # no database: fused default
     assert isinstance(fused_kernel, TunedKernel) and fused_kernel.family.name.startswith("fused_block")
     _check(fused_kernel, block, cupy.asarray)
-    for depth in (2, 1):
-        store = Store(tmp_path / f"depth{depth}.db")
+    for depth, steps in candidate_plans(block)[1:]:      # (only the plans whose kernels exist in this layout)
+        if not all(families_for(step.problem) for step in steps):
+            continue
+        name = "-".join(step.problem.op for step in steps)
+        store = Store(tmp_path / f"{name}.db")
         gid = store.add_gpu({**gpu, "sm_count": 1, "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 1e12})
-        for step in dict(candidate_plans(block))[depth]:
+        for step in steps:
             family = families_for(step.problem)[0]
             store.add_problem(step.problem)
             store.add_trial(gid, step.problem, family.name, family.default_config(step.problem), OK, time_us=0.001)
         store.close()
-        staged = autotune.lookup(block, db=tmp_path / f"depth{depth}.db")
-        assert isinstance(staged, BlockKernel) and staged.plan.depth == depth
-        # three kernels: the last 1x1 adds the input itself; after the fused dwpw half an add does
-        assert staged.kernels[-1].add_residual == (depth == 1)
+        staged = autotune.lookup(block, db=tmp_path / f"{name}.db")
+        assert isinstance(staged, BlockKernel) and staged.plan.steps == steps
+        # the last 1x1 adds the input itself (three kernels, or pwdw then project); after the fused
+        # dwpw half an add does
+        assert staged.kernels[-1].add_residual == (steps[-1].problem.op == "pw")
         _check(staged, block, cupy.asarray)
         torch = pytest.importorskip("torch")
         _check(staged, block, lambda a: torch.as_tensor(a, device="cuda") if a is not None else None)
+
+
+def test_plans_timed_whole_decide_the_lookup(tmp_path):
+    """A sweep's plan pass: every plan whose kernels are tuned runs whole, passes the block's reference
+    and gets a time; stored, the fastest is the one lookup runs."""
+    pytest.importorskip("torch")
+    from autotune.kernels import families_for
+    from autotune.lookup import current_gpu
+    from autotune.plan_timing import time_plans
+    from autotune.plans import BlockKernel, candidate_plans, choose_plan, plan_name
+    block = Problem("ir", 2, 16, 13, 11, C_out=16, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc")
+    db = tmp_path / "plans.db"
+    store = Store(db)
+    gid = store.add_gpu({**current_gpu(), "sm_count": 1, "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 1e12})
+    names = set()
+    for _, steps in candidate_plans(block):
+        names.add(plan_name(steps))
+        for step in steps:
+            family = families_for(step.problem)[0]
+            store.add_problem(step.problem)
+            store.add_trial(gid, step.problem, family.name, family.default_config(step.problem), OK, time_us=1.0)
+    times = time_plans(block, db)
+    assert {t["plan"] for t in times} == names == {"ir", "pw,dwpw", "pwdw,pw", "pw,dw,pw"}
+    assert all(t["error"] is None and t["time_us"] > 0 and t["max_error"] <= 1 for t in times)
+    store.set_plan_times(gid, block, times)
+    store.close()
+    fastest = min(times, key=lambda t: t["time_us"])["plan"]
+    plan = choose_plan(block, Store(db, readonly=True), current_gpu())
+    assert plan_name(plan.steps) == fastest and "timed whole" in plan.reason
+    kernel = autotune.lookup(block, db=db)
+    assert (plan_name(kernel.plan.steps) if isinstance(kernel, BlockKernel) else kernel.problem.op) == fastest

@@ -4,7 +4,7 @@ add), and blocks no fused kernel fits run unfused."""
 import pytest
 
 from autotune.kernels import fused
-from autotune.plans import adds_residual, candidate_plans, choose_plan, plan_time
+from autotune.plans import adds_residual, candidate_plans, choose_plan, plan_name, plan_time
 from autotune.problem import Problem
 from autotune.store import OK, Store
 
@@ -92,3 +92,18 @@ def test_single_convolution_is_its_own_plan():
     dw = BLOCK.stages()[1]
     plan = choose_plan(dw, None, H100)
     assert [s.problem for s in plan.steps] == [dw] and plan.max_depth == 1
+
+
+def test_plans_timed_whole_win_over_estimates(tmp_path):
+    store = _store(tmp_path, 40.0, [10.0, 10.0, 10.0], half_us=15.0, first_half_us=8.0)   # estimates: pwdw,pw
+    gid = store.gpus()[0]["id"]
+    store.set_plan_times(gid, BLOCK, [{"plan": "pw,dw,pw", "time_us": 12.0, "max_error": 0.1},
+                                      {"plan": "pwdw,pw", "time_us": 14.0, "max_error": 0.1}])
+    plan = choose_plan(BLOCK, store, H100)
+    assert plan_name(plan.steps) == "pw,dw,pw" and plan.estimate_us == 12.0
+    assert plan.reason == "depth 1 (pw, dw, pw): 12.0 us timed whole (depth 2 (pwdw, pw): 14.0 us)"
+    store.set_plan_times(gid, BLOCK, [{"plan": "pwdw,pw", "time_us": 14.0}])     # a new plan pass replaces all
+    assert store.plan_times(gid, BLOCK.key) == {"pwdw,pw": 14.0}
+    assert plan_name(choose_plan(BLOCK, store, H100).steps) == "pwdw,pw"
+    assert store.plan_times(gid, HALF.key) == {}
+    assert "estimated" in choose_plan(HALF, store, H100).reason

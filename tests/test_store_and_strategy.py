@@ -205,3 +205,29 @@ def test_session_prepares_lazily_and_again_after_a_lost_worker():
     session.worker.alive = False                                 # the worker died in the last request
     session.measure(fam, config, binary)
     assert session.worker.requests[4:] == ["prepare", "upload", "measure"]
+
+
+def test_plan_pass_stores_the_plans_that_pass(tmp_path):
+    """After the trials a sweep times each block's plans in the worker: it stores those that passed
+    the reference, reports the others, and a lost worker costs the block its timings only."""
+    from autotune import sweep
+    block = Problem("ir", 16, 24, 56, 56, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc")
+    other = block.replace(N=1)
+    store = Store(tmp_path / "p.db")
+    gid = store.add_gpu(GPU)
+    for p in (block, other):
+        store.add_problem(p)
+
+    class Session:
+        def gpu(self, kind, problem_dict, db, **kw):
+            assert kind == "time_plans" and db == str(store.path)
+            if problem_dict["N"] == 1:
+                raise WorkerLost("worker process died (exit code -11)")
+            return [{"plan": "pwdw,pw", "time_us": 20.0, "max_error": 0.2, "kernels": "k", "error": None},
+                    {"plan": "ir", "time_us": None, "max_error": 3.0, "kernels": "k", "error": "fails the reference"}]
+
+    events = []
+    sweep.time_block_plans([block, other], store, gid, Session(), lambda e, r: events.append((e, r)))
+    assert store.plan_times(gid, block.key) == {"pwdw,pw": 20.0} and store.plan_times(gid, other.key) == {}
+    assert [e for e, _ in events] == ["plans", "plans"]
+    assert "ir fails the reference" in events[0][1][2] and "WorkerLost" in events[1][1][2]
