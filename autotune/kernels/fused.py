@@ -254,7 +254,7 @@ class ExpandDepthwise:
     MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
     TILES = ("2x8", "4x4", "4x8", "8x4", "8x8", "7x7", "4x16", "8x16", "16x8", "14x14", "16x16")
 
-    SMALLEST = {"tile": "4x4", "block_n": 16, "warps": 2, "dw_vec": 2, "rows": 1}
+    SMALLEST = {"tile": "4x4", "block_n": 16, "warps": 2, "dw_vec": 2, "rows": 1, "hidden_float": 0}
 
     def applies(self, problem) -> bool:
         return (problem.op == "pwdw" and problem.dtype == "float16" and problem.layout == "nhwc"
@@ -262,7 +262,7 @@ class ExpandDepthwise:
 
     def space(self, problem) -> dict:
         return {"tile": self.TILES, "block_n": (16, 32, 48, 64, 96, 128), "warps": (2, 4, 8),
-                "dw_vec": (2, 4, 8), "rows": (1, 2, 4)}
+                "dw_vec": (2, 4, 8), "rows": (1, 2, 4), "hidden_float": (0, 1)}
 
     @staticmethod
     def tile(config) -> tuple:
@@ -279,13 +279,15 @@ class ExpandDepthwise:
         return (problem.k * problem.k + config["rows"] + 2) * vec + 48
 
     def shared_bytes(self, problem, config) -> int:
-        """The template's layout (it asserts the same sum): x tile and hidden tile (whole 16-pixel
-        tiles, rows padded by 8 halves), expand weights, then depthwise weights and both biases as floats."""
+        """The template's layout (it asserts the same sum): x tile (whole 16-pixel tiles, rows padded
+        by 8 halves), expand weights, the hidden tile (halves or floats, rows padded by 16 bytes), then
+        depthwise weights and both biases as floats, a flag per tile pixel."""
         th, tw = self.tile(config)
         bn, k, s = config["block_n"], problem.k, problem.stride
         rows = _round_up(((th - 1) * s + k) * ((tw - 1) * s + k), 16)
         x_ld = _round_up(problem.C, 16) + 8
-        return 2 * (rows * x_ld + bn * x_ld + rows * (bn + 8)) + 4 * bn * (k * k + 2)
+        h_bytes = 4 if config["hidden_float"] else 2
+        return 2 * (rows * x_ld + bn * x_ld) + rows * (bn * h_bytes + 16) + 4 * bn * (k * k + 2) + rows
 
     def check(self, problem, config) -> str | None:
         if not self.applies(problem):
@@ -310,7 +312,8 @@ class ExpandDepthwise:
         for dw_vec, rows in ((8, 2), (4, 1), (2, 1)):          # (fewer taps in registers for k5, k7)
             for block_n in (32, 16):
                 for tile in ("8x8", "4x8", "4x4"):
-                    config = {"tile": tile, "block_n": block_n, "warps": 4, "dw_vec": dw_vec, "rows": rows}
+                    config = {"tile": tile, "block_n": block_n, "warps": 4, "dw_vec": dw_vec, "rows": rows,
+                              "hidden_float": 0}
                     if self.check(problem, config) is None:
                         return config
         raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
@@ -318,7 +321,7 @@ class ExpandDepthwise:
     def template_params(self, problem, config) -> dict:
         th, tw = self.tile(config)
         return {"TILE_H": th, "TILE_W": tw, "BLOCK_N": config["block_n"], "WARPS": config["warps"],
-                "DW_VEC": config["dw_vec"], "ROWS": config["rows"],
+                "DW_VEC": config["dw_vec"], "ROWS": config["rows"], "HIDDEN_FLOAT": bool(config["hidden_float"]),
                 "C_IN": problem.C, "VEC": copy_width(problem), "SHARED_BYTES": self.shared_bytes(problem, config)}
 
     def divisors(self, problem, config) -> dict:
