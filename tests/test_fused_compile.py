@@ -102,7 +102,7 @@ def test_expand_depthwise_layout_and_launch():
     assert launch.grid == (7 * 7, 3, 16) and launch.block == (128, 1, 1)
     # x tile 17x17 -> 304 rows of 16 + 8 halves, expand weights 32 rows, hidden tile 304 x (32 + 8),
     # then 9 taps + 2 biases of 32 floats; the template asserts the same sum
-    assert launch.shared_mem == ed.shared_bytes(p, config) == 2 * (304 * 24 + 32 * 24 + 304 * 40) + 4 * 32 * 11 + 304
+    assert launch.shared_mem == ed.shared_bytes(p, config) == 2 * (304 * 24 + 32 * 24 + 304 * 40) + 4 * 32 * 11 + 4 * 10
     code = codegen.render(ed, p, config).code
     assert f"static_assert(SMEM_BYTES == {launch.shared_mem}" in code and "constexpr int C_IN = 16;" in code
     assert "shared memory" in ed.check(p.replace(C=160), {"tile": "16x16", "block_n": 128, "warps": 4, "dw_vec": 8, "rows": 2, "hidden_float": 0})

@@ -273,10 +273,12 @@ class ExpandDepthwise:
         return 32 * config["warps"]
 
     def registers(self, problem, config) -> int:
-        """The depthwise's taps, accumulators and one loaded pack, plus indices and pointers (checked
-        against ptxas by tests/test_fused_compile.py)."""
+        """The larger of the expand's (weight fragments of all input channels, accumulators) and the
+        depthwise's (taps, accumulators, one loaded pack), plus indices and pointers (checked against
+        ptxas by tests/test_fused_compile.py)."""
         vec = config["dw_vec"]
-        return (problem.k * problem.k + config["rows"] + 2) * vec + 48
+        expand = _round_up(problem.C, 16) // 4 + 16
+        return max(expand, (problem.k * problem.k + config["rows"] + 2) * vec) + 48
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum): x tile (whole 16-pixel tiles, rows padded
@@ -287,7 +289,7 @@ class ExpandDepthwise:
         rows = _round_up(((th - 1) * s + k) * ((tw - 1) * s + k), 16)
         x_ld = _round_up(problem.C, 16) + 8
         h_bytes = 4 if config["hidden_float"] else 2
-        return 2 * (rows * x_ld + bn * x_ld) + rows * (bn * h_bytes + 16) + 4 * bn * (k * k + 2) + rows
+        return 2 * (rows * x_ld + bn * x_ld) + rows * (bn * h_bytes + 16) + 4 * bn * (k * k + 2) + 4 * ceil_div(rows, 32)
 
     def check(self, problem, config) -> str | None:
         if not self.applies(problem):
