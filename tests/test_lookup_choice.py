@@ -105,3 +105,13 @@ def test_row_from_an_older_version_of_a_family_is_skipped(tmp_path):
     s.add_trial(gid, TUNED, "depthwise_nhwc", {k: v for k, v in CONFIG.items() if k != "unroll_rows"}, OK, time_us=5.0)
     family, config, fallback = choose(TUNED, s, H200)
     assert fallback.startswith("default") and family.check(TUNED, config) is None
+
+
+def test_stale_best_row_falls_back_to_the_fastest_trial_the_code_runs(store):
+    """A best row written by an older version of a family (a parameter it no longer has) is skipped for
+    the problem's own fastest usable trial, not for another shape's."""
+    gid = store.gpus()[0]["id"]
+    store.add_trial(gid, TUNED, "depthwise_nhwc", {**CONFIG, "retired": 1}, OK, time_us=5.0)   # now the best row
+    assert store.best(gid, TUNED.key)["config"] == {**CONFIG, "retired": 1}
+    family, config, fallback = choose(TUNED, store, H200)
+    assert (family.name, config) == ("depthwise_nhwc", CONFIG) and fallback.startswith("exact (")

@@ -370,7 +370,7 @@ class _Fuser:
             _, _, label = choose(problem, self.store, self.gpu)
         except ValueError as exc:
             return False, str(exc)
-        return label == "exact" or label.startswith("nearest"), label
+        return label.startswith("exact") or label.startswith("nearest"), label
 
     # -- the pass --------------------------------------------------------------------------------
     def run(self):
