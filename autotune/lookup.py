@@ -57,6 +57,19 @@ def programmatic_launch(arch: str) -> bool:
     return kernels.sm_version(arch) >= 90 and os.environ.get("AUTOTUNE_PDL", "1") != "0"
 
 
+def launch_programmatic(fn, launch: kernels.Launch, args: tuple, stream: int):
+    """One launch of `fn` with programmatic dependent launch, as TunedKernel makes them: args are the
+    kernel's parameters (four pointers, the nine sizes, and the residual pointer or nothing). The
+    runner times tuned kernels this way where lookup launches them so."""
+    kernel_args = _KernelArgs(*args[:13], args[13] if len(args) > 13 else 0)
+    arg_ptrs = (ctypes.c_void_p * len(_KernelArgs._fields_))(
+        *(ctypes.addressof(kernel_args) + getattr(_KernelArgs, name).offset for name, _ in _KernelArgs._fields_))
+    config = _LaunchConfig(launch.grid, launch.block, launch.shared_mem, stream, ctypes.addressof(_PDL_ATTRIBUTE), 1)
+    status = _cupy().launch_ex(ctypes.byref(config), fn.ptr, arg_ptrs, None)
+    if status:
+        raise RuntimeError(f"cuLaunchKernelEx failed: CUresult {status}")
+
+
 class TunedKernel:
     """Runs one problem's chosen kernel on the current stream. Compiled once, then cached.
 

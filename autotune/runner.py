@@ -44,16 +44,23 @@ def allow_dynamic_shared(fn, shared_bytes: int):
 
 
 def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None,
-           residual=None):
-    """One launch; `residual` only for kernels rendered with add_residual."""
+           residual=None, programmatic: bool = False):
+    """One launch; `residual` only for kernels rendered with add_residual. programmatic: with
+    programmatic dependent launch, as lookup launches kernels on sm_90 (lookup.programmatic_launch)."""
     cp = cupy()
     allow_dynamic_shared(fn, launch_cfg.shared_mem)
     ptr = (lambda a: a.data.ptr if a is not None else 0)
+    stream = stream or cp.cuda.get_current_stream()
+    if programmatic:
+        from .lookup import launch_programmatic
+        sizes = kernels.scalar_args(problem, ldx, ldy)
+        launch_programmatic(fn, launch_cfg, (ptr(x), ptr(w), ptr(bias), ptr(y), *sizes,
+                                             *((ptr(residual),) if residual is not None else ())), stream.ptr)
+        return
     args = (np.uint64(ptr(x)), np.uint64(ptr(w)), np.uint64(ptr(bias)), np.uint64(ptr(y)),
             *(np.int32(v) for v in kernels.scalar_args(problem, ldx, ldy)),
             *((np.uint64(ptr(residual)),) if residual is not None else ()))
-    fn(launch_cfg.grid, launch_cfg.block, args, shared_mem=launch_cfg.shared_mem,
-       stream=stream or cp.cuda.get_current_stream())
+    fn(launch_cfg.grid, launch_cfg.block, args, shared_mem=launch_cfg.shared_mem, stream=stream)
 
 
 @dataclass
@@ -138,19 +145,23 @@ def time_graph(launch_set, n_sets: int) -> float:
     return float(np.median(times))
 
 
-def time_kernel(fn, launch_cfg, data: ProblemData) -> float:
+def time_kernel(fn, launch_cfg, data: ProblemData, programmatic: bool = False) -> float:
     def launch_set(i, stream):
         x, w, b, y = data.sets[i]
-        launch(fn, launch_cfg, x, w, b, y, data.problem, stream=stream)
+        launch(fn, launch_cfg, x, w, b, y, data.problem, stream=stream, programmatic=programmatic)
     return time_graph(launch_set, len(data.sets))
 
 
 def measure(binary: Binary, family, config: dict, data: ProblemData) -> dict:
-    """Verify, then time one compiled configuration. Returns a trial record."""
+    """Verify, then time one compiled configuration, launched as lookup will launch it (with
+    programmatic dependent launch on sm_90: a launch's start overlaps the previous one's end, never its
+    memory traffic, since every kernel first waits for its predecessor's writes). Returns a trial record."""
+    from .lookup import programmatic_launch
     fn = load_function(binary, family.entry)
     launch_cfg = family.launch(data.problem, config)
     ok, err = verify(fn, launch_cfg, data)
     if not ok:
         return {"status": "wrong", "error": f"output differs from the reference (worst error / tolerance = {err:.3g})",
                 "time_us": None, "max_error": err}
-    return {"status": "ok", "error": None, "time_us": time_kernel(fn, launch_cfg, data), "max_error": err}
+    time_us = time_kernel(fn, launch_cfg, data, programmatic=programmatic_launch(binary.arch))
+    return {"status": "ok", "error": None, "time_us": time_us, "max_error": err}

@@ -101,3 +101,27 @@ int main(void) {
     assert header == [ctypes.sizeof(attr), attr.value.offset, ctypes.sizeof(config), config.shared_mem.offset,
                       config.stream.offset, config.attrs.offset, config.num_attrs.offset,
                       lookup_module._PROGRAMMATIC_STREAM_SERIALIZATION]
+
+
+@pytest.mark.gpu
+def test_runner_times_kernels_launched_as_lookup_launches_them(arch):
+    """The runner's programmatic launches (how sweeps time kernels on sm_90) compute what plain ones do,
+    and measure() takes that mode exactly where lookup launches so."""
+    import cupy as cp
+    from autotune import compiler, runner
+    from autotune.reference import compare
+    p = SAMPLES[0]
+    family = kernels.families_for(p, arch)[0]
+    config = family.default_config(p)
+    fn = runner.load_function(compiler.compile_code(codegen.render(family, p, config).code, arch), family.entry)
+    data = runner.ProblemData.create(p, seed=3)
+    launch = family.launch(p, config)
+    x, w, b, y = data.sets[0]
+    for programmatic in (False, True):
+        y.fill(cp.nan)
+        runner.launch(fn, launch, x, w, b, y, p, programmatic=programmatic)
+        cp.cuda.get_current_stream().synchronize()
+        ok, err = compare(y, data.ref, p.tolerance)
+        assert ok, f"programmatic={programmatic}: worst error / tolerance {err}"
+        assert runner.time_kernel(fn, launch, data, programmatic=programmatic) > 0
+    assert lookup_module.programmatic_launch(arch) == (kernels.sm_version(arch) >= 90)
