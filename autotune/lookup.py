@@ -106,6 +106,8 @@ class TunedKernel:
             source = codegen.render(self.family, self.problem, self.config, add_residual=self.add_residual)
             self._fn = load_function(compiler.compile_code(source.code, self.arch), self.family.entry)
             allow_dynamic_shared(self._fn, self.launch.shared_mem)
+            # cuLaunchKernelEx's arguments as ctypes objects, made once: only the stream changes, in place
+            self._launch_ex_args = (ctypes.byref(self._config), ctypes.c_void_p(self._fn.ptr), self._arg_ptrs, None)
         return self._fn
 
     def _check(self, name: str, a, layouts: dict, shape: tuple):
@@ -156,7 +158,7 @@ class TunedKernel:
         a.bias = _pointer(bias, ndarray) if bias is not None else 0
         if self.pdl:
             self._config.stream = stream
-            status = cupy_parts.launch_ex(ctypes.byref(self._config), fn.ptr, self._arg_ptrs, None)
+            status = cupy_parts.launch_ex(*self._launch_ex_args)
             if status:
                 raise RuntimeError(f"cuLaunchKernelEx failed for {p.key}: CUresult {status}")
         else:
@@ -234,8 +236,9 @@ def _stored_at(a, strides: tuple, itemsize: int) -> bool:
 def _pointer(a, ndarray) -> int:
     if type(a) is ndarray:
         return a.data.ptr
-    if hasattr(a, "data_ptr"):                      # torch
-        return a.data_ptr()
+    data_ptr = getattr(a, "data_ptr", None)         # torch
+    if data_ptr is not None:
+        return data_ptr()
     data = getattr(a, "data", None)
     if data is not None and hasattr(data, "ptr"):   # cupy
         return data.ptr
