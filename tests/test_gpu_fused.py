@@ -10,7 +10,7 @@ from autotune import codegen, compiler, kernels
 from autotune.kernels import fused
 from autotune.problem import Problem
 from autotune.searchspace import valid_configs
-from test_gpu_kernels import _threads_per_channel, every_dtype_and_layout
+from test_gpu_kernels import _threads_per_channel, every_dtype_and_layout, every_parameter_value
 
 pytestmark = pytest.mark.gpu
 
@@ -66,14 +66,7 @@ def test_expand_depthwise_matches_reference(problem, arch):
     family = fused.EXPAND_DEPTHWISE
     assert kernels.families_for(problem, arch) == [family]
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
-    rng = random.Random(problem.key)
-    valid = valid_configs(family, problem)
-    configs = [family.default_config(problem)]
-    for name, values in family.space(problem).items():
-        for value in values:
-            matching = [c for c in valid if c[name] == value]
-            if matching:
-                configs.append(rng.choice(matching))
+    configs = every_parameter_value(family, problem, random.Random(problem.key))
     binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
     for config, binary in zip(configs, binaries):
         assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"

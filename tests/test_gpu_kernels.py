@@ -33,6 +33,19 @@ def _threads_per_channel(family, problem):
     return key
 
 
+def every_parameter_value(family, problem, rng) -> list:
+    """The default configuration, then for every value of every parameter a valid configuration with it
+    (where one fits), picked by rng."""
+    valid = valid_configs(family, problem)
+    configs = [family.default_config(problem)]
+    for name, values in family.space(problem).items():
+        for value in values:
+            matching = [c for c in valid if c[name] == value]
+            if matching:
+                configs.append(rng.choice(matching))
+    return configs
+
+
 def every_dtype_and_layout(specs) -> list:
     return [Problem(**spec, dtype=dtype, layout=layout)
             for spec in specs for dtype in ("float32", "float16") for layout in ("nchw", "nhwc")]
@@ -72,14 +85,8 @@ def test_streaming_pointwise_matches_reference(problem, arch):
     from autotune.kernels.pointwise import STREAM_FAMILY as family
     from autotune.runner import ProblemData, verify, load_function
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
-    rng = random.Random(problem.key)
     valid = valid_configs(family, problem)
-    configs = [family.default_config(problem)]
-    for name, values in family.space_values.items():      # every value of every parameter that fits
-        for value in values:
-            matching = [c for c in valid if c[name] == value]
-            if matching:
-                configs.append(rng.choice(matching))
+    configs = every_parameter_value(family, problem, random.Random(problem.key))
     assert {c["tiles"] for c in configs} == {c["tiles"] for c in valid} and max(c["tiles"] for c in valid) >= 4
     for config in configs:
         binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
@@ -104,14 +111,7 @@ def test_streaming_depthwise_matches_reference(problem, arch):
     from autotune.kernels.depthwise import NHWC_STREAM as family
     from autotune.runner import ProblemData, verify, load_function
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
-    rng = random.Random(problem.key)
-    valid = valid_configs(family, problem)
-    configs = [family.default_config(problem)]
-    for name, values in family.space(problem).items():     # every value of every parameter that fits
-        for value in values:
-            matching = [c for c in valid if c[name] == value]
-            if matching:
-                configs.append(rng.choice(matching))
+    configs = every_parameter_value(family, problem, random.Random(problem.key))
     assert max(c["strip"] for c in configs) == 16
     for config in configs:
         binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)
@@ -134,14 +134,7 @@ def test_wgmma_pointwise_matches_reference(problem, arch):
     if not kernels.supports(family, arch):
         pytest.skip(f"wgmma needs sm_90, this GPU is {arch}")
     data = ProblemData.create(problem, seed=5)
-    rng = random.Random(problem.key)
-    valid = valid_configs(family, problem)
-    configs = [family.default_config(problem)]
-    for name, values in family.space(problem).items():
-        for value in values:
-            matching = [c for c in valid if c[name] == value]
-            if matching:
-                configs.append(rng.choice(matching))
+    configs = every_parameter_value(family, problem, random.Random(problem.key))
     assert {c["cluster_k"] for c in configs} == {1, 2, 4}
     for config in configs:
         binary = compiler.compile_code(codegen.render(family, problem, config).code, arch)

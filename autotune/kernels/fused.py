@@ -20,6 +20,14 @@ def _round_up(a: int, b: int) -> int:
     return ceil_div(a, b) * b
 
 
+def _output_tile_grid(p, tile_h: int, tile_w: int, block_n: int) -> tuple:
+    """The grid the fused templates decode: x = output tiles (row-major), y = blocks of block_n output
+    channels, z = images. Only +, *, // on the problem's sizes (they may be symbolic in an exporter)."""
+    h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
+    w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
+    return (ceil_div(h_out, tile_h) * ceil_div(w_out, tile_w), ceil_div(p.C_out, block_n), p.N)
+
+
 def copy_width(problem) -> int:
     """Elements per copy of x into shared memory: up to 16 bytes along NHWC channels; NCHW copies
     single elements (its channels are planes apart)."""
@@ -133,12 +141,8 @@ class _FusedBlock:
         return {}       # compiled for its channel counts: reused only for exactly those (see exporters)
 
     def launch(self, problem, config) -> Launch:
-        p = problem
-        th, tw = self.tile(config)
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-        grid = (ceil_div(h_out, th) * ceil_div(w_out, tw), ceil_div(p.C_out, config["block_n"]), p.N)
-        return Launch(grid=grid, block=(self.threads(problem, config), 1, 1), shared_mem=0)
+        return Launch(grid=_output_tile_grid(problem, *self.tile(config), config["block_n"]),
+                      block=(self.threads(problem, config), 1, 1), shared_mem=0)
 
 
 class SimtFusedBlock(_FusedBlock):
@@ -330,13 +334,8 @@ class ExpandDepthwise:
         return {}       # compiled for its input channel count: reused only for exactly that
 
     def launch(self, problem, config) -> Launch:
-        p = problem
-        th, tw = self.tile(config)
-        h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-        w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-        grid = (ceil_div(h_out, th) * ceil_div(w_out, tw), ceil_div(p.C_out, config["block_n"]), p.N)
-        return Launch(grid=grid, block=(self.threads(problem, config), 1, 1),
-                      shared_mem=self.shared_bytes(problem, config))
+        return Launch(grid=_output_tile_grid(problem, *self.tile(config), config["block_n"]),
+                      block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
 
 
 SIMT = SimtFusedBlock()
