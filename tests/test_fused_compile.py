@@ -96,21 +96,16 @@ def test_check_rejects_what_it_must():
 def test_expand_depthwise_layout_and_launch():
     ed = fused.EXPAND_DEPTHWISE
     p = PROBLEMS[-1]                   # 112x112, stride 2: 56x56 outputs
-    config = {"tile": "8x8", "block_n": 32, "warps": 4, "dw_vec": 8, "rows": 2, "tiles": 1}
+    config = {"tile": "8x8", "block_n": 32, "warps": 4, "dw_vec": 8, "rows": 2, "hidden_float": 0}
     assert ed.check(p, config) is None
     launch = ed.launch(p, config)
-    assert launch.grid == (16 * 7 * 7, 3, 1) and launch.block == (128, 1, 1)
-    # x tile 17x17 -> 304 rows of 16 + 8 halves, expand weights 32 rows, hidden tile 304 x (32 + 8), a bit
-    # per x-tile pixel; the template asserts the same sum
-    assert launch.shared_mem == ed.shared_bytes(p, config) == 2 * (304 * 24 + 32 * 24 + 304 * 40) + 4 * 10
-    walking = {**config, "tiles": 4}                    # 784 tiles, 4 per block, two x buffers
-    assert ed.launch(p, walking).grid == (196, 3, 1)
-    assert ed.shared_bytes(p, walking) == ed.shared_bytes(p, config) + 2 * 304 * 24 + 4 * 10
-    assert "X_BUFS = 2;" in codegen.render(ed, p, walking).code
-    assert "pruned" in ed.check(p.replace(N=1, H=8, W=8), {**config, "tile": "4x4", "tiles": 4})   # 4 tiles
+    assert launch.grid == (7 * 7, 3, 16) and launch.block == (128, 1, 1)
+    # x tile 17x17 -> 304 rows of 16 + 8 halves, expand weights 32 rows, hidden tile 304 x (32 + 8),
+    # then 9 taps + 2 biases of 32 floats; the template asserts the same sum
+    assert launch.shared_mem == ed.shared_bytes(p, config) == 2 * (304 * 24 + 32 * 24 + 304 * 40) + 4 * 32 * 11 + 4 * 10
     code = codegen.render(ed, p, config).code
     assert f"static_assert(SMEM_BYTES == {launch.shared_mem}" in code and "constexpr int C_IN = 16;" in code
-    assert "shared memory" in ed.check(p.replace(C=160), {"tile": "16x16", "block_n": 128, "warps": 4, "dw_vec": 8, "rows": 2, "tiles": 1})
+    assert "shared memory" in ed.check(p.replace(C=160), {"tile": "16x16", "block_n": 128, "warps": 4, "dw_vec": 8, "rows": 2, "hidden_float": 0})
     assert "not among" in ed.check(p, {**config, "warps": 3})
     assert not ed.applies(p.replace(layout="nchw")) and not ed.applies(p.replace(dtype="float32"))
     assert not ed.applies(p.replace(C_out=100))           # 16-byte stores of the hidden channels

@@ -245,19 +245,20 @@ class ClusterFusedBlock(TensorCoreFusedBlock):
 
 
 class ExpandDepthwise:
-    """pwdw in one kernel: a block expands an x tile (halo included) on tensor cores into a hidden tile
-    in shared memory and runs the depthwise from it, for block_n of the hidden channels. Hidden
-    channels need nothing from each other after the expand, so the blocks over them share no partial
-    sums and only the depthwise's output (at its stride) goes to memory. A block walks `tiles` output
-    tiles of tile_h x tile_w pixels (its expand weights and depthwise taps loaded once), copying the
-    next tile's x while it works on one. fp16 NHWC; C_out (the hidden channels) a multiple of 8."""
+    """pwdw in one kernel: a block expands its x tile (halo included) on tensor cores into a hidden
+    tile in shared memory and runs the depthwise from it, for block_n of the hidden channels and a
+    tile_h x tile_w tile of output pixels. Hidden channels need nothing from each other after the
+    expand, so the blocks over them share no partial sums: every block is independent, and only the
+    depthwise's output (at its stride) goes to memory. fp16 NHWC; C_out (the hidden channels) a
+    multiple of 8, for 16-byte stores."""
     name = "expand_depthwise_tc"
     template = "expand_depthwise.cu.j2"
     entry = "expand_depthwise"
     exact_channels = True          # compiled for C (the expand's K); C_out is a runtime size
     MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
     TILES = ("2x8", "4x4", "4x8", "8x4", "8x8", "7x7", "4x16", "8x16", "16x8", "14x14", "16x16")
-    SMALLEST = {"tile": "4x4", "block_n": 16, "warps": 2, "dw_vec": 2, "rows": 1, "tiles": 1}
+
+    SMALLEST = {"tile": "4x4", "block_n": 16, "warps": 2, "dw_vec": 2, "rows": 1, "hidden_float": 0}
 
     def applies(self, problem) -> bool:
         return (problem.op == "pwdw" and problem.dtype == "float16" and problem.layout == "nhwc"
@@ -265,38 +266,34 @@ class ExpandDepthwise:
 
     def space(self, problem) -> dict:
         return {"tile": self.TILES, "block_n": (16, 32, 48, 64, 96, 128), "warps": (2, 4, 8),
-                "dw_vec": (2, 4, 8), "rows": (1, 2, 4), "tiles": (1, 2, 4, 8)}
+                "dw_vec": (2, 4, 8), "rows": (1, 2, 4), "hidden_float": (0, 1)}
 
     @staticmethod
     def tile(config) -> tuple:
         h, w = config["tile"].split("x")
         return int(h), int(w)
 
-    @staticmethod
-    def x_buffers(config) -> int:
-        return 2 if config["tiles"] > 1 else 1
-
     def threads(self, problem, config) -> int:
         return 32 * config["warps"]
 
     def registers(self, problem, config) -> int:
-        """The depthwise taps (held for the whole kernel), then the larger of the expand's (weight
-        fragments of all input channels, accumulators) and the depthwise's (accumulators, one loaded
-        pack), plus indices and pointers (checked against ptxas by tests/test_fused_compile.py)."""
+        """The larger of the expand's (weight fragments of all input channels, accumulators) and the
+        depthwise's (taps, accumulators, one loaded pack), plus indices and pointers (checked against
+        ptxas by tests/test_fused_compile.py)."""
         vec = config["dw_vec"]
         expand = _round_up(problem.C, 16) // 4 + 16
-        return problem.k * problem.k * vec + max(expand, (config["rows"] + 2) * vec) + 96
+        return max(expand, (problem.k * problem.k + config["rows"] + 2) * vec) + 48
 
     def shared_bytes(self, problem, config) -> int:
-        """The template's layout (it asserts the same sum): one or two x tiles (whole 16-pixel tiles,
-        rows padded by 8 halves), expand weights, the hidden tile (rows padded by 8 halves), and a bit per
-        x-tile pixel."""
+        """The template's layout (it asserts the same sum): x tile (whole 16-pixel tiles, rows padded
+        by 8 halves), expand weights, the hidden tile (halves or floats, rows padded by 16 bytes), then
+        depthwise weights and both biases as floats, a flag per tile pixel."""
         th, tw = self.tile(config)
         bn, k, s = config["block_n"], problem.k, problem.stride
         rows = _round_up(((th - 1) * s + k) * ((tw - 1) * s + k), 16)
         x_ld = _round_up(problem.C, 16) + 8
-        bufs = self.x_buffers(config)
-        return 2 * (bufs * rows * x_ld + bn * x_ld + rows * (bn + 8)) + bufs * 4 * ceil_div(rows, 32)
+        h_bytes = 4 if config["hidden_float"] else 2
+        return 2 * (rows * x_ld + bn * x_ld) + rows * (bn * h_bytes + 16) + 4 * bn * (k * k + 2) + 4 * ceil_div(rows, 32)
 
     def check(self, problem, config) -> str | None:
         if not self.applies(problem):
@@ -311,9 +308,6 @@ class ExpandDepthwise:
             return "tile far larger than the output (pruned)"
         if config["block_n"] > _round_up(problem.C_out, 16) * 2 - 16 and config["block_n"] > 16:
             return f"block_n={config['block_n']} beyond C_out={problem.C_out} (pruned)"
-        tiles = problem.N * ceil_div(problem.H_out, th) * ceil_div(problem.W_out, tw)
-        if config["tiles"] > max(1, tiles // 2):
-            return f"tiles={config['tiles']} per block for {tiles} tiles (pruned)"
         return self._resources(problem, config)
 
     def _resources(self, problem, config) -> str | None:
@@ -325,7 +319,7 @@ class ExpandDepthwise:
             for block_n in (32, 16):
                 for tile in ("8x8", "4x8", "4x4"):
                     config = {"tile": tile, "block_n": block_n, "warps": 4, "dw_vec": dw_vec, "rows": rows,
-                              "tiles": 1}
+                              "hidden_float": 0}
                     if self.check(problem, config) is None:
                         return config
         raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
@@ -333,18 +327,14 @@ class ExpandDepthwise:
     def template_params(self, problem, config) -> dict:
         th, tw = self.tile(config)
         return {"TILE_H": th, "TILE_W": tw, "BLOCK_N": config["block_n"], "WARPS": config["warps"],
-                "DW_VEC": config["dw_vec"], "ROWS": config["rows"], "X_BUFS": self.x_buffers(config),
+                "DW_VEC": config["dw_vec"], "ROWS": config["rows"], "HIDDEN_FLOAT": bool(config["hidden_float"]),
                 "C_IN": problem.C, "VEC": copy_width(problem), "SHARED_BYTES": self.shared_bytes(problem, config)}
 
     def divisors(self, problem, config) -> dict:
         return {}       # compiled for its input channel count: reused only for exactly that
 
     def launch(self, problem, config) -> Launch:
-        """x: blocks walking the N * tiles output tiles `tiles` at a time; y: blocks of hidden channels."""
-        p = problem
-        th, tw = self.tile(config)
-        tiles_x, blocks_n, n = _output_tile_grid(p, th, tw, config["block_n"])
-        return Launch(grid=(ceil_div(n * tiles_x, config["tiles"]), blocks_n, 1),
+        return Launch(grid=_output_tile_grid(problem, *self.tile(config), config["block_n"]),
                       block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
 
 
