@@ -174,8 +174,9 @@ def cmd_sweep(args) -> int:
 
     def progress(event, result):
         if event == "plans":      # after the trials: a block's plans timed whole
+            from .plans import format_timed
             problem, times, error = result
-            timed = ", ".join(f"{t['plan']} {t['time_us']:.1f} us" for t in sorted(times, key=lambda t: t["time_us"]))
+            timed = format_timed({t["plan"]: t["time_us"] for t in times})
             print(f"plans of {problem.key}: {timed or 'none timed'}" + (f" ({error})" if error else ""),
                   file=sys.stderr)
             return
@@ -263,6 +264,14 @@ def cmd_show(args) -> int:
         rows = [summary_row(store, g["id"], store.problem(r["problem"]))
                 for r in store.db.query("select problem from best where gpu = ? order by problem", [g["id"]])]
         print(format_table(rows))
+        blocks = [r["problem"] for r in store.db.query(
+            "select distinct problem from plan_times where gpu = ? order by problem", [g["id"]])] \
+            if store.db["plan_times"].exists() else []      # (databases from before plans were timed)
+        if blocks:
+            from .plans import format_timed
+            print("blocks' plans timed whole (lookup runs the fastest):")
+            for key in blocks:
+                print(f"  {key}: {format_timed(store.plan_times(g['id'], key))}")
         counts = dict(store.db.execute("select status, count(*) from trials where gpu = ? group by status",
                                        [g["id"]]).fetchall())
         print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "\n")

@@ -57,7 +57,12 @@ def test_show_lists_best_variants(capsys, tmp_path):
     store.add_baseline(gid, p, "cudnn", 20.0)
     code, out, _ = run(capsys, "show", "--db", str(db))
     assert code == 0
-    assert p.key in out and "2.00x" in out and "Test GPU" in out
+    assert p.key in out and "2.00x" in out and "Test GPU" in out and "plans timed whole" not in out
+    block = Problem("ir", 16, 24, 56, 56, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc")
+    store.add_problem(block)
+    store.set_plan_times(gid, block, [{"plan": "pw,dw,pw", "time_us": 33.2}, {"plan": "pwdw,pw", "time_us": 31.0}])
+    code, out, _ = run(capsys, "show", "--db", str(db))
+    assert code == 0 and f"  {block.key}: pwdw,pw 31.0 us, pw,dw,pw 33.2 us" in out
 
 
 def test_show_missing_database(capsys, tmp_path):
