@@ -2,10 +2,11 @@
 tensors: host time of batches of back-to-back calls, the GPU drained between batches. Batches stay
 well below the launch queue's depth, so the host never waits for the GPU and the figure is the
 host's own time per call (with many more calls in a row, a tiny kernel's GPU time would be timed
-instead).
+instead). With programmatic dependent launch, the driver call alone is timed too, for scale.
 
     python3 benchmarks/lookup_overhead.py
 """
+import importlib
 import statistics
 import time
 
@@ -41,6 +42,10 @@ def main():
     host = random_inputs(p, np.random.default_rng(0))
     x, w, b = (cupy.asarray(host[n]) for n in ("x", "w", "bias"))
     y = cupy.empty(p.output_shape, dtype=p.dtype)
+    k(x, w, b, out=y)                       # compiles, and prepares the launch's arguments
+    if k.pdl:       # what the driver alone costs: cuLaunchKernelEx with the call's prepared arguments
+        launch_ex, args = importlib.import_module("autotune.lookup")._cupy().launch_ex, k._launch_ex_args
+        print(f"bare cuLaunchKernelEx  : {per_call_us(lambda: launch_ex(*args)):6.2f} us/call")
     print(f"cupy arrays, out given : {per_call_us(lambda: k(x, w, b, out=y)):6.2f} us/call")
     print(f"cupy arrays, out alloc : {per_call_us(lambda: k(x, w, b)):6.2f} us/call")
     try:
