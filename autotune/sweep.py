@@ -134,8 +134,9 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
 
 def time_block_plans(blocks, store: st.Store, gpu: str, session: _GpuSession, progress=None):
     """Time each block's plans whole (plan_timing.py) now that their kernels are tuned, and store the
-    times that pass the reference check; lookup then runs the fastest. A block whose timing fails keeps
-    the plans' estimates."""
+    times of those that pass the reference check in place of the block's earlier ones; lookup then
+    runs the fastest. A plan that fails the check is reported and left out; a block whose timing fails
+    altogether (no PyTorch, a lost worker) keeps what the database had."""
     for problem in blocks:
         try:
             times = session.gpu("time_plans", problem.to_dict(), str(store.path), timeout_s=600)
