@@ -107,3 +107,13 @@ def test_plans_timed_whole_win_over_estimates(tmp_path):
     assert plan_name(choose_plan(BLOCK, store, H100).steps) == "pwdw,pw"
     assert store.plan_times(gid, HALF.key) == {}
     assert "estimated" in choose_plan(HALF, store, H100).reason
+
+
+def test_pwdw_without_its_fused_kernel_runs_as_two_kernels():
+    """The fused expand + depthwise exists for fp16 NHWC only: elsewhere a pwdw block, and an inverted
+    residual's pwdw plan, fall back to kernels that exist."""
+    nchw = FIRST_HALF.replace(layout="nchw")
+    assert [(d, [s.problem.op for s in steps]) for d, steps in candidate_plans(nchw)] == [(2, ["pwdw"]), (1, ["pw", "dw"])]
+    plan = choose_plan(nchw, None, H100)
+    assert plan.depth == 1 and "nothing measured" in plan.reason
+    assert plan_name(choose_plan(FIRST_HALF, None, H100).steps) == "pwdw"      # fp16 NHWC: fused
