@@ -12,12 +12,12 @@ nearest on another GPU of the same compute capability, then the family's safe de
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import threading
 import warnings
 
 from . import codegen, compiler, kernels, plans
+from .driver_launch import KernelArgs, LaunchConfig, PDL_ATTRIBUTE, cupy_parts, programmatic_launch
 from .problem import Problem, shape_distance
 from .store import OK, Store, gpu_id
 
@@ -25,49 +25,6 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 _SAME_KIND = ("op", "k", "stride", "padding", "bias", "act", "dtype", "layout", "act2", "expansion")
 _BLOCK_DEFAULTS = {"act2": "none", "expansion": 1}    # rows of databases from before fused blocks
-
-
-class _KernelArgs(ctypes.Structure):
-    """The kernel's parameters for cuLaunchKernel: four pointers, the int32 sizes, then the residual (read
-    only by kernels rendered with add_residual: the driver takes as many parameters as the kernel has)."""
-    _fields_ = [("x", ctypes.c_uint64), ("w", ctypes.c_uint64), ("bias", ctypes.c_uint64), ("y", ctypes.c_uint64)] + \
-               [(f"s{i}", ctypes.c_int32) for i in range(9)] + \
-               [("residual", ctypes.c_uint64)]     # after N C H W C_out H_out W_out ldx ldy
-
-
-class _LaunchAttribute(ctypes.Structure):
-    """CUlaunchAttribute (cuda.h): an id, then a 64-byte value union of which one int is used here."""
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
-
-
-class _LaunchConfig(ctypes.Structure):
-    """CUlaunchConfig (cuda.h): grid, block, dynamic shared memory, stream and launch attributes."""
-    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_mem", ctypes.c_uint),
-                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("num_attrs", ctypes.c_uint)]
-
-
-_PROGRAMMATIC_STREAM_SERIALIZATION = 6        # CUlaunchAttributeID
-_PDL_ATTRIBUTE = _LaunchAttribute(_PROGRAMMATIC_STREAM_SERIALIZATION, b"", 1)
-
-
-def programmatic_launch(arch: str) -> bool:
-    """Whether kernels for `arch` start with programmatic dependent launch: sm_90 and later, unless
-    AUTOTUNE_PDL=0. Every template waits for the previous kernel's writes before touching memory
-    (wait_for_previous_kernel in common.cuh), so only launch latency overlaps the kernel before."""
-    return kernels.sm_version(arch) >= 90 and os.environ.get("AUTOTUNE_PDL", "1") != "0"
-
-
-def launch_programmatic(fn, launch: kernels.Launch, args: tuple, stream: int):
-    """One launch of `fn` with programmatic dependent launch, as TunedKernel makes them: args are the
-    kernel's parameters (four pointers, the nine sizes, and the residual pointer or nothing). The
-    runner times tuned kernels this way where lookup launches them so."""
-    kernel_args = _KernelArgs(*args[:13], args[13] if len(args) > 13 else 0)
-    arg_ptrs = (ctypes.c_void_p * len(_KernelArgs._fields_))(
-        *(ctypes.addressof(kernel_args) + getattr(_KernelArgs, name).offset for name, _ in _KernelArgs._fields_))
-    config = _LaunchConfig(launch.grid, launch.block, launch.shared_mem, stream, ctypes.addressof(_PDL_ATTRIBUTE), 1)
-    status = _cupy().launch_ex(ctypes.byref(config), fn.ptr, arg_ptrs, None)
-    if status:
-        raise RuntimeError(f"cuLaunchKernelEx failed: CUresult {status}")
 
 
 class TunedKernel:
@@ -81,9 +38,9 @@ class TunedKernel:
         self.problem, self.family, self.config, self.fallback = problem, family, config, fallback
         self.arch, self.add_residual = arch, add_residual      # add_residual: y += the `residual` argument
         self.launch = family.launch(problem, config)
-        self._args = _KernelArgs(0, 0, 0, 0, *kernels.scalar_args(problem), 0)
-        self._arg_ptrs = (ctypes.c_void_p * len(_KernelArgs._fields_))(
-            *(ctypes.addressof(self._args) + getattr(_KernelArgs, name).offset for name, _ in _KernelArgs._fields_))
+        self._args = KernelArgs(0, 0, 0, 0, *kernels.scalar_args(problem), 0)
+        self._arg_ptrs = (ctypes.c_void_p * len(KernelArgs._fields_))(
+            *(ctypes.addressof(self._args) + getattr(KernelArgs, name).offset for name, _ in KernelArgs._fields_))
         self._fn = None
         p = problem
         # Accepted shapes of x and y, each with the element strides that store it in the problem's
@@ -94,8 +51,8 @@ class TunedKernel:
                                         for d in (self._x_layouts, self._y_layouts))
         self._grid, self._block = self.launch.grid, self.launch.block
         self.pdl = programmatic_launch(arch)
-        self._config = _LaunchConfig(self._grid, self._block, self.launch.shared_mem, None,
-                                     ctypes.addressof(_PDL_ATTRIBUTE), 1)
+        self._config = LaunchConfig(self._grid, self._block, self.launch.shared_mem, None,
+                                     ctypes.addressof(PDL_ATTRIBUTE), 1)
 
     def __repr__(self):
         return f"TunedKernel({self.problem.key!r}, {self.family.name}, {self.config}, fallback={self.fallback!r})"
@@ -128,8 +85,8 @@ class TunedKernel:
 
     def __call__(self, x, w, bias=None, out=None, residual=None):
         p = self.problem
-        cupy_parts = _cupy()
-        ndarray = cupy_parts.ndarray
+        parts = cupy_parts()
+        ndarray = parts.ndarray
         if not self._at_dense_strides(x, ndarray, self._x_bytes, self._x_layouts):
             self._check("x", x, self._x_layouts, p.input_shape)
         if out is not None and not self._at_dense_strides(out, ndarray, self._y_bytes, self._y_layouts):
@@ -149,7 +106,7 @@ class TunedKernel:
                 raise ValueError("x: a CPU tensor; the kernel needs it on the GPU")
             stream = _torch_stream(device)
         else:
-            stream = cupy_parts.get_current_stream().ptr
+            stream = parts.get_current_stream().ptr
         if out is None:
             out = _empty_like_output(x, p, torch_like)
         fn = self._fn or self._function()
@@ -158,44 +115,14 @@ class TunedKernel:
         a.bias = _pointer(bias, ndarray) if bias is not None else 0
         if self.pdl:
             self._config.stream = stream
-            status = cupy_parts.launch_ex(*self._launch_ex_args)
+            status = parts.launch_ex(*self._launch_ex_args)
             if status:
                 raise RuntimeError(f"cuLaunchKernelEx failed for {p.key}: CUresult {status}")
         else:
             (gx, gy, gz), (bx, by, bz) = self._grid, self._block
-            cupy_parts.driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
+            parts.driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
                                            stream, ctypes.addressof(self._arg_ptrs), 0)
         return out
-
-
-class _CupyParts:
-    """The pieces of CuPy (and the driver) a call uses, found once: an import on every call costs host time."""
-
-    def __init__(self):
-        import cupy
-        from cupy_backends.cuda.api import driver
-        self.ndarray, self.driver, self.get_current_stream = cupy.ndarray, driver, cupy.cuda.get_current_stream
-        self._launch_ex = None
-
-    @property
-    def launch_ex(self):
-        """cuLaunchKernelEx, which CuPy does not wrap (the driver library is there once a kernel runs)."""
-        if self._launch_ex is None:
-            fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-            fn.restype = ctypes.c_int
-            self._launch_ex = fn
-        return self._launch_ex
-
-
-_CUPY = None
-
-
-def _cupy() -> _CupyParts:
-    global _CUPY
-    if _CUPY is None:
-        _CUPY = _CupyParts()
-    return _CUPY
 
 
 def _c_strides(shape) -> tuple:
@@ -218,7 +145,7 @@ def _layouts(layout: str, n: int, c: int, h: int, w: int) -> dict:
 
 def _stored_at(a, strides: tuple, itemsize: int) -> bool:
     """Whether the array's elements lie at these element strides (dimensions of size 1 may carry any)."""
-    if type(a) is _cupy().ndarray:                   # byte strides (the exact match was tried by the caller)
+    if type(a) is cupy_parts().ndarray:                   # byte strides (the exact match was tried by the caller)
         actual = tuple(s // itemsize for s in a.strides)
     elif hasattr(a, "stride"):                       # torch: element strides
         actual = tuple(a.stride())

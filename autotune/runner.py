@@ -46,13 +46,13 @@ def allow_dynamic_shared(fn, shared_bytes: int):
 def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stream=None, ldx=None, ldy=None,
            residual=None, programmatic: bool = False):
     """One launch; `residual` only for kernels rendered with add_residual. programmatic: with
-    programmatic dependent launch, as lookup launches kernels on sm_90 (lookup.programmatic_launch)."""
+    programmatic dependent launch, as lookup launches kernels on sm_90 (driver_launch.programmatic_launch)."""
     cp = cupy()
     allow_dynamic_shared(fn, launch_cfg.shared_mem)
     ptr = (lambda a: a.data.ptr if a is not None else 0)
     stream = stream or cp.cuda.get_current_stream()
     if programmatic:
-        from .lookup import launch_programmatic
+        from .driver_launch import launch_programmatic
         sizes = kernels.scalar_args(problem, ldx, ldy)
         launch_programmatic(fn, launch_cfg, (ptr(x), ptr(w), ptr(bias), ptr(y), *sizes,
                                              *((ptr(residual),) if residual is not None else ())), stream.ptr)
@@ -156,7 +156,7 @@ def measure(binary: Binary, family, config: dict, data: ProblemData) -> dict:
     """Verify, then time one compiled configuration, launched as lookup will launch it (with
     programmatic dependent launch on sm_90: a launch's start overlaps the previous one's end, never its
     memory traffic, since every kernel first waits for its predecessor's writes). Returns a trial record."""
-    from .lookup import programmatic_launch
+    from .driver_launch import programmatic_launch
     fn = load_function(binary, family.entry)
     launch_cfg = family.launch(data.problem, config)
     ok, err = verify(fn, launch_cfg, data)

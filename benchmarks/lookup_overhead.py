@@ -6,7 +6,6 @@ instead). With programmatic dependent launch, the driver call alone is timed too
 
     python3 benchmarks/lookup_overhead.py
 """
-import importlib
 import statistics
 import time
 
@@ -14,6 +13,7 @@ import cupy
 import numpy as np
 
 import autotune
+from autotune.driver_launch import cupy_parts
 from autotune.problem import Problem
 from autotune.reference import random_inputs
 
@@ -44,7 +44,7 @@ def main():
     y = cupy.empty(p.output_shape, dtype=p.dtype)
     k(x, w, b, out=y)                       # compiles, and prepares the launch's arguments
     if k.pdl:       # what the driver alone costs: cuLaunchKernelEx with the call's prepared arguments
-        launch_ex, args = importlib.import_module("autotune.lookup")._cupy().launch_ex, k._launch_ex_args
+        launch_ex, args = cupy_parts().launch_ex, k._launch_ex_args
         print(f"bare cuLaunchKernelEx  : {per_call_us(lambda: launch_ex(*args)):6.2f} us/call")
     print(f"cupy arrays, out given : {per_call_us(lambda: k(x, w, b, out=y)):6.2f} us/call")
     print(f"cupy arrays, out alloc : {per_call_us(lambda: k(x, w, b)):6.2f} us/call")

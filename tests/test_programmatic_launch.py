@@ -1,7 +1,6 @@
 """Programmatic dependent launch: the driver structures lookup fills in, and the rule that makes it safe
 (every kernel waits for the previous kernel before it reads or writes global memory)."""
 import ctypes
-import importlib
 import pathlib
 import re
 import shutil
@@ -12,7 +11,7 @@ import pytest
 from autotune import codegen, kernels
 from autotune.problem import Problem
 
-lookup_module = importlib.import_module("autotune.lookup")
+from autotune import driver_launch
 
 SAMPLES = [
     Problem("dw", N=2, C=40, H=13, W=17, k=3, act="relu6", dtype="float16", layout="nhwc"),
@@ -59,10 +58,10 @@ def test_the_wait_is_compiled_for_sm90_only():
 
 def test_programmatic_launch_from_sm90_unless_turned_off(monkeypatch):
     monkeypatch.delenv("AUTOTUNE_PDL", raising=False)
-    assert [lookup_module.programmatic_launch(a) for a in ("sm_80", "sm_86", "sm_90", "sm_90a", "sm_100")] == \
+    assert [driver_launch.programmatic_launch(a) for a in ("sm_80", "sm_86", "sm_90", "sm_90a", "sm_100")] == \
         [False, False, True, True, True]
     monkeypatch.setenv("AUTOTUNE_PDL", "0")
-    assert not lookup_module.programmatic_launch("sm_90")
+    assert not driver_launch.programmatic_launch("sm_90")
 
 
 def _cuda_include() -> pathlib.Path | None:
@@ -97,10 +96,10 @@ int main(void) {
     subprocess.run([cc, str(probe), "-I", str(include), "-o", str(tmp_path / "layout")], check=True)
     header = [int(v) for v in subprocess.run([str(tmp_path / "layout")], capture_output=True, text=True,
                                               check=True).stdout.split()]
-    attr, config = lookup_module._LaunchAttribute, lookup_module._LaunchConfig
+    attr, config = driver_launch.LaunchAttribute, driver_launch.LaunchConfig
     assert header == [ctypes.sizeof(attr), attr.value.offset, ctypes.sizeof(config), config.shared_mem.offset,
                       config.stream.offset, config.attrs.offset, config.num_attrs.offset,
-                      lookup_module._PROGRAMMATIC_STREAM_SERIALIZATION]
+                      driver_launch.PROGRAMMATIC_STREAM_SERIALIZATION]
 
 
 @pytest.mark.gpu
@@ -124,4 +123,4 @@ def test_runner_times_kernels_launched_as_lookup_launches_them(arch):
         ok, err = compare(y, data.ref, p.tolerance)
         assert ok, f"programmatic={programmatic}: worst error / tolerance {err}"
         assert runner.time_kernel(fn, launch, data, programmatic=programmatic) > 0
-    assert lookup_module.programmatic_launch(arch) == (kernels.sm_version(arch) >= 90)
+    assert driver_launch.programmatic_launch(arch) == (kernels.sm_version(arch) >= 90)
