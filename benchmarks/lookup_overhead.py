@@ -2,12 +2,15 @@
 tensors: host time of batches of back-to-back calls, the GPU drained between batches. Batches stay
 well below the launch queue's depth, so the host never waits for the GPU and the figure is the
 host's own time per call (with many more calls in a row, a tiny kernel's GPU time would be timed
-instead). With programmatic dependent launch, the driver call alone is timed too, for scale.
+instead). Every way of calling is measured in ROUNDS rounds, taken in turn, and each gets the median
+of its rounds: the first measurement after a change of work (an import, another kind of call) runs
+slower for a while. With programmatic dependent launch, the driver call alone is timed too, for scale.
 
     python3 benchmarks/lookup_overhead.py
 """
 import statistics
 import time
+import warnings
 
 import cupy
 import numpy as np
@@ -18,6 +21,7 @@ from autotune.problem import Problem
 from autotune.reference import random_inputs
 
 BATCH = 256        # calls per timed batch: far below the launch queue's ~1000 entries
+ROUNDS = 3
 
 
 def per_call_us(fn, batches=80):
@@ -34,8 +38,11 @@ def per_call_us(fn, batches=80):
 
 
 def main():
+    try:
+        import torch
+    except ImportError:
+        torch = None
     p = Problem("dw", 1, 32, 8, 8, k=3, act="relu6", dtype="float16", layout="nhwc")
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         k = autotune.lookup(p)
@@ -43,18 +50,22 @@ def main():
     x, w, b = (cupy.asarray(host[n]) for n in ("x", "w", "bias"))
     y = cupy.empty(p.output_shape, dtype=p.dtype)
     k(x, w, b, out=y)                       # compiles, and prepares the launch's arguments
+    calls = {}
     if k.pdl:       # what the driver alone costs: cuLaunchKernelEx with the call's prepared arguments
         launch_ex, args = cupy_parts().launch_ex, k._launch_ex_args
-        print(f"bare cuLaunchKernelEx  : {per_call_us(lambda: launch_ex(*args)):6.2f} us/call")
-    print(f"cupy arrays, out given : {per_call_us(lambda: k(x, w, b, out=y)):6.2f} us/call")
-    print(f"cupy arrays, out alloc : {per_call_us(lambda: k(x, w, b)):6.2f} us/call")
-    try:
-        import torch
-    except ImportError:
-        return
-    tx, tw, tb = (torch.as_tensor(a, device="cuda") for a in (x, w, b))
-    ty = torch.empty(p.output_shape, dtype=torch.float16, device="cuda")
-    print(f"torch tensors, out given: {per_call_us(lambda: k(tx, tw, tb, out=ty)):6.2f} us/call")
+        calls["bare cuLaunchKernelEx  "] = lambda: launch_ex(*args)
+    calls["cupy arrays, out given "] = lambda: k(x, w, b, out=y)
+    calls["cupy arrays, out alloc "] = lambda: k(x, w, b)
+    if torch is not None:
+        tx, tw, tb = (torch.as_tensor(a, device="cuda") for a in (x, w, b))
+        ty = torch.empty(p.output_shape, dtype=torch.float16, device="cuda")
+        calls["torch tensors, out given"] = lambda: k(tx, tw, tb, out=ty)
+    rounds = {name: [] for name in calls}
+    for _ in range(ROUNDS):
+        for name, fn in calls.items():
+            rounds[name].append(per_call_us(fn))
+    for name, times in rounds.items():
+        print(f"{name}: {statistics.median(times):6.2f} us/call  (rounds: {', '.join(f'{t:.2f}' for t in times)})")
 
 
 if __name__ == "__main__":
