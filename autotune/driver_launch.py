@@ -28,6 +28,13 @@ class LaunchConfig(ctypes.Structure):
                 ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("num_attrs", ctypes.c_uint)]
 
 
+def arg_pointers(kernel_args: KernelArgs):
+    """The void* array cuLaunchKernel(Ex) takes: the address of each of kernel_args' fields."""
+    base = ctypes.addressof(kernel_args)
+    return (ctypes.c_void_p * len(KernelArgs._fields_))(
+        *(base + getattr(KernelArgs, name).offset for name, _ in KernelArgs._fields_))
+
+
 PROGRAMMATIC_STREAM_SERIALIZATION = 6        # CUlaunchAttributeID
 PDL_ATTRIBUTE = LaunchAttribute(PROGRAMMATIC_STREAM_SERIALIZATION, b"", 1)
 
@@ -44,8 +51,7 @@ def launch_programmatic(fn, launch: kernels.Launch, args: tuple, stream: int):
     kernel's parameters (four pointers, the nine sizes, and the residual pointer or nothing). The
     runner times tuned kernels this way where lookup launches them so."""
     kernel_args = KernelArgs(*args[:13], args[13] if len(args) > 13 else 0)
-    arg_ptrs = (ctypes.c_void_p * len(KernelArgs._fields_))(
-        *(ctypes.addressof(kernel_args) + getattr(KernelArgs, name).offset for name, _ in KernelArgs._fields_))
+    arg_ptrs = arg_pointers(kernel_args)
     config = LaunchConfig(launch.grid, launch.block, launch.shared_mem, stream, ctypes.addressof(PDL_ATTRIBUTE), 1)
     status = cupy_parts().launch_ex(ctypes.byref(config), fn.ptr, arg_ptrs, None)
     if status:

@@ -17,7 +17,7 @@ import threading
 import warnings
 
 from . import codegen, compiler, kernels, plans
-from .driver_launch import KernelArgs, LaunchConfig, PDL_ATTRIBUTE, cupy_parts, programmatic_launch
+from .driver_launch import KernelArgs, LaunchConfig, PDL_ATTRIBUTE, arg_pointers, cupy_parts, programmatic_launch
 from .problem import Problem, shape_distance
 from .store import OK, Store, gpu_id
 
@@ -39,8 +39,7 @@ class TunedKernel:
         self.arch, self.add_residual = arch, add_residual      # add_residual: y += the `residual` argument
         self.launch = family.launch(problem, config)
         self._args = KernelArgs(0, 0, 0, 0, *kernels.scalar_args(problem), 0)
-        self._arg_ptrs = (ctypes.c_void_p * len(KernelArgs._fields_))(
-            *(ctypes.addressof(self._args) + getattr(KernelArgs, name).offset for name, _ in KernelArgs._fields_))
+        self._arg_ptrs = arg_pointers(self._args)
         self._fn = None
         p = problem
         # Accepted shapes of x and y, each with the element strides that store it in the problem's

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 OPS = ("dw", "pw", "conv", "dwpw", "pwdw", "ir")
 FUSED_OPS = ("dwpw", "pwdw", "ir")
+ENDS_WITH_1X1 = ("dwpw", "ir")     # blocks whose last stage is a 1x1 with an activation of its own (act2)
 KERNEL_SIZES = (3, 5, 7)
 STRIDES = (1, 2)
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -87,7 +88,7 @@ class Problem:
         _positive_int("expansion", self.expansion)
         if self.op != "ir" and self.expansion != 1:
             raise ProblemError("expansion", f"only inverted residuals (op 'ir') expand, got {self.expansion}")
-        if self.op not in ("dwpw", "ir") and self.act2 != "none":
+        if self.op not in ENDS_WITH_1X1 and self.act2 != "none":
             raise ProblemError("act2", "only dwpw and ir blocks end with a 1x1 that has an activation of its own "
                                        f"(act2), got {self.act2!r}")
         if self.op == "pw":
@@ -220,7 +221,7 @@ class Problem:
         conv = "1x1" if self.op == "pw" else f"k{self.k} s{self.stride} p{self.padding}"
         if self.op == "ir":
             conv = f"t{self.expansion} {conv}"
-        acts = f"{self.act}/{self.act2}" if self.op in ("dwpw", "ir") else self.act
+        acts = f"{self.act}/{self.act2}" if self.op in ENDS_WITH_1X1 else self.act
         return (f"{self.op} {conv} {shape} {self.H}x{self.W} {acts}"
                 f"{' bias' if self.bias else ''} {self.dtype} {self.layout}{' tf32' if self.tf32 else ''}")
 

@@ -97,12 +97,14 @@ def idle_in_cluster(units: int, cluster_k: int) -> bool:
     return ceil_div(units, share) < cluster_k
 
 
-def tile_grid(p, tile_h: int, tile_w: int, ch_per_block: int) -> tuple:
-    """The grid the depthwise and conv templates decode: x = output tiles (row-major), y = channel
-    blocks, z = images. Only +, *, // on the problem's sizes (they may be symbolic in an exporter)."""
+def tile_grid(p, tile_h: int, tile_w: int, ch_per_block: int, channels=None) -> tuple:
+    """The grid the depthwise, conv and fused templates decode: x = output tiles (row-major), y = blocks
+    of ch_per_block channels (of `channels`, default C), z = images. Only +, *, // on the problem's sizes
+    (they may be symbolic in an exporter)."""
     h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
     w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-    return (ceil_div(w_out, tile_w) * ceil_div(h_out, tile_h), ceil_div(p.C, ch_per_block), p.N)
+    channels = p.C if channels is None else channels
+    return (ceil_div(w_out, tile_w) * ceil_div(h_out, tile_h), ceil_div(channels, ch_per_block), p.N)
 
 
 def sm_version(arch: str) -> int:

@@ -10,7 +10,7 @@ avoids that and costs registers.
 from __future__ import annotations
 
 from ..searchspace import space_violation
-from . import MAX_SHARED_BYTES, Launch, ceil_div, clustered, idle_in_cluster, resource_violation
+from . import MAX_SHARED_BYTES, Launch, ceil_div, clustered, idle_in_cluster, resource_violation, tile_grid
 
 _TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
 _REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's temporaries
@@ -18,14 +18,6 @@ _REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's 
 
 def _round_up(a: int, b: int) -> int:
     return ceil_div(a, b) * b
-
-
-def _output_tile_grid(p, tile_h: int, tile_w: int, block_n: int) -> tuple:
-    """The grid the fused templates decode: x = output tiles (row-major), y = blocks of block_n output
-    channels, z = images. Only +, *, // on the problem's sizes (they may be symbolic in an exporter)."""
-    h_out = (p.H + 2 * p.padding - p.k) // p.stride + 1
-    w_out = (p.W + 2 * p.padding - p.k) // p.stride + 1
-    return (ceil_div(h_out, tile_h) * ceil_div(w_out, tile_w), ceil_div(p.C_out, block_n), p.N)
 
 
 def copy_width(problem) -> int:
@@ -141,7 +133,7 @@ class _FusedBlock:
         return {}       # compiled for its channel counts: reused only for exactly those (see exporters)
 
     def launch(self, problem, config) -> Launch:
-        return Launch(grid=_output_tile_grid(problem, *self.tile(config), config["block_n"]),
+        return Launch(grid=tile_grid(problem, *self.tile(config), config["block_n"], problem.C_out),
                       block=(self.threads(problem, config), 1, 1), shared_mem=0)
 
 
@@ -259,6 +251,7 @@ class ExpandDepthwise:
     TILES = ("2x8", "4x4", "4x8", "8x4", "8x8", "7x7", "4x16", "8x16", "16x8", "14x14", "16x16")
 
     SMALLEST = {"tile": "4x4", "block_n": 16, "warps": 2, "dw_vec": 2, "rows": 1, "hidden_float": 0}
+    tile = staticmethod(_FusedBlock.tile)       # "8x16" -> (8, 16)
 
     def applies(self, problem) -> bool:
         return (problem.op == "pwdw" and problem.dtype == "float16" and problem.layout == "nhwc"
@@ -267,11 +260,6 @@ class ExpandDepthwise:
     def space(self, problem) -> dict:
         return {"tile": self.TILES, "block_n": (16, 32, 48, 64, 96, 128), "warps": (2, 4, 8),
                 "dw_vec": (2, 4, 8), "rows": (1, 2, 4), "hidden_float": (0, 1)}
-
-    @staticmethod
-    def tile(config) -> tuple:
-        h, w = config["tile"].split("x")
-        return int(h), int(w)
 
     def threads(self, problem, config) -> int:
         return 32 * config["warps"]
@@ -334,7 +322,7 @@ class ExpandDepthwise:
         return {}       # compiled for its input channel count: reused only for exactly that
 
     def launch(self, problem, config) -> Launch:
-        return Launch(grid=_output_tile_grid(problem, *self.tile(config), config["block_n"]),
+        return Launch(grid=tile_grid(problem, *self.tile(config), config["block_n"], problem.C_out),
                       block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
 
 
