@@ -124,3 +124,12 @@ def test_runner_times_kernels_launched_as_lookup_launches_them(arch):
         assert ok, f"programmatic={programmatic}: worst error / tolerance {err}"
         assert runner.time_kernel(fn, launch, data, programmatic=programmatic) > 0
     assert driver_launch.programmatic_launch(arch) == (kernels.sm_version(arch) >= 90)
+
+
+def test_argument_pointers_address_each_kernel_parameter():
+    args = driver_launch.KernelArgs(1, 2, 3, 4, *range(9), 5)
+    ptrs = driver_launch.arg_pointers(args)
+    base = ctypes.addressof(args)
+    assert len(ptrs) == 14 and ptrs[0] == base and ptrs[3] == base + 24 and ptrs[4] == base + 32
+    assert ptrs[12] == base + 32 + 8 * 4 and ptrs[13] == base + driver_launch.KernelArgs.residual.offset
+    assert ctypes.c_int32.from_address(ptrs[6]).value == 2 and ctypes.c_uint64.from_address(ptrs[13]).value == 5
