@@ -53,7 +53,7 @@ def launch_programmatic(fn, launch: kernels.Launch, args: tuple, stream: int):
     kernel_args = KernelArgs(*args[:13], args[13] if len(args) > 13 else 0)
     arg_ptrs = arg_pointers(kernel_args)
     config = LaunchConfig(launch.grid, launch.block, launch.shared_mem, stream, ctypes.addressof(PDL_ATTRIBUTE), 1)
-    status = cupy_parts().launch_ex(ctypes.byref(config), fn.ptr, arg_ptrs, None)
+    status = cupy_parts().launch_ex(ctypes.byref(config), ctypes.c_void_p(fn.ptr), arg_ptrs, None)
     if status:
         raise RuntimeError(f"cuLaunchKernelEx failed: CUresult {status}")
 
@@ -69,10 +69,11 @@ class CupyParts:
 
     @property
     def launch_ex(self):
-        """cuLaunchKernelEx, which CuPy does not wrap (the driver library is there once a kernel runs)."""
+        """cuLaunchKernelEx, which CuPy does not wrap (the driver library is there once a kernel runs).
+        It takes its four arguments as ctypes objects (or None): without declared argument types a
+        call converts nothing, which halves its cost in Python; a plain int would be passed as 32 bits."""
         if self._launch_ex is None:
             fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
             fn.restype = ctypes.c_int
             self._launch_ex = fn
         return self._launch_ex

@@ -64,6 +64,7 @@ class TunedKernel:
             allow_dynamic_shared(self._fn, self.launch.shared_mem)
             # cuLaunchKernelEx's arguments as ctypes objects, made once: only the stream changes, in place
             self._launch_ex_args = (ctypes.byref(self._config), ctypes.c_void_p(self._fn.ptr), self._arg_ptrs, None)
+            self._launch_ex = cupy_parts().launch_ex
         return self._fn
 
     def _check(self, name: str, a, layouts: dict, shape: tuple):
@@ -73,32 +74,35 @@ class TunedKernel:
         if not _stored_at(a, strides, self.problem.itemsize):
             raise ValueError(f"{name}: not densely stored in {self.problem.layout.upper()} order")
 
-    @staticmethod
-    def _at_dense_strides(a, ndarray, byte_strides: dict, element_strides: dict) -> bool:
-        """The common cases, a dict lookup each: a CuPy array or a torch tensor at exactly the strides
-        of the problem's layout. Anything else gets the general checks (and their errors)."""
-        if type(a) is ndarray:
-            return a.strides == byte_strides.get(a.shape)
-        stride = getattr(a, "stride", None)                 # torch: element strides
-        return stride is not None and stride() == element_strides.get(a.shape)
-
     def __call__(self, x, w, bias=None, out=None, residual=None):
-        p = self.problem
+        # The common case - CuPy arrays, or torch tensors, at exactly the strides of the problem's
+        # layout - costs a dict lookup per activation; anything else gets the general checks and their
+        # errors. Calls on tiny tensors are dominated by this host time, so it is kept lean.
         parts = cupy_parts()
         ndarray = parts.ndarray
-        if not self._at_dense_strides(x, ndarray, self._x_bytes, self._x_layouts):
-            self._check("x", x, self._x_layouts, p.input_shape)
-        if out is not None and not self._at_dense_strides(out, ndarray, self._y_bytes, self._y_layouts):
-            self._check("out", out, self._y_layouts, p.output_shape)
+        if type(x) is ndarray:
+            torch_like, dense = False, x.strides == self._x_bytes.get(x.shape)
+        else:
+            torch_like = hasattr(x, "data_ptr")
+            dense = torch_like and x.stride() == self._x_layouts.get(x.shape)
+        if not dense:
+            self._check("x", x, self._x_layouts, self.problem.input_shape)
+        if out is not None:
+            if type(out) is type(x):
+                dense = (out.strides == self._y_bytes.get(out.shape) if not torch_like
+                         else out.stride() == self._y_layouts.get(out.shape))
+            else:
+                dense = _dense(out, ndarray, self._y_bytes, self._y_layouts)
+            if not dense:
+                self._check("out", out, self._y_layouts, self.problem.output_shape)
         if (residual is None) == self.add_residual:
             raise ValueError("residual: this kernel " + ("adds one: pass it" if self.add_residual else "adds none"))
         if residual is not None:
-            if not self._at_dense_strides(residual, ndarray, self._y_bytes, self._y_layouts):
-                self._check("residual", residual, self._y_layouts, p.output_shape)
+            if not _dense(residual, ndarray, self._y_bytes, self._y_layouts):
+                self._check("residual", residual, self._y_layouts, self.problem.output_shape)
             self._args.residual = _pointer(residual, ndarray)
-        if p.bias and bias is None:
-            raise ValueError(f"bias: {p.key} needs a bias of shape ({p.C_out},)")
-        torch_like = type(x) is not ndarray and hasattr(x, "data_ptr")
+        if bias is None and self.problem.bias:
+            raise ValueError(f"bias: {self.problem.key} needs a bias of shape ({self.problem.C_out},)")
         if torch_like:
             device = x.get_device()
             if device < 0:
@@ -107,21 +111,36 @@ class TunedKernel:
         else:
             stream = parts.get_current_stream().ptr
         if out is None:
-            out = _empty_like_output(x, p, torch_like)
+            out = _empty_like_output(x, self.problem, torch_like)
         fn = self._fn or self._function()
         a = self._args
-        a.x, a.w, a.y = _pointer(x, ndarray), _pointer(w, ndarray), _pointer(out, ndarray)
-        a.bias = _pointer(bias, ndarray) if bias is not None else 0
+        try:        # all torch tensors, or all CuPy arrays: their pointers without the general lookup
+            if torch_like:
+                a.x, a.y, a.w = x.data_ptr(), out.data_ptr(), w.data_ptr()
+                a.bias = bias.data_ptr() if bias is not None else 0
+            else:
+                a.x, a.y, a.w = x.data.ptr, out.data.ptr, w.data.ptr
+                a.bias = bias.data.ptr if bias is not None else 0
+        except AttributeError:          # a mix, or other kinds of GPU arrays
+            a.x, a.y, a.w = _pointer(x, ndarray), _pointer(out, ndarray), _pointer(w, ndarray)
+            a.bias = _pointer(bias, ndarray) if bias is not None else 0
         if self.pdl:
             self._config.stream = stream
-            status = parts.launch_ex(*self._launch_ex_args)
+            status = self._launch_ex(*self._launch_ex_args)
             if status:
-                raise RuntimeError(f"cuLaunchKernelEx failed for {p.key}: CUresult {status}")
+                raise RuntimeError(f"cuLaunchKernelEx failed for {self.problem.key}: CUresult {status}")
         else:
             (gx, gy, gz), (bx, by, bz) = self._grid, self._block
             parts.driver.launchKernel(fn.ptr, gx, gy, gz, bx, by, bz, self.launch.shared_mem,
-                                           stream, ctypes.addressof(self._arg_ptrs), 0)
+                                      stream, ctypes.addressof(self._arg_ptrs), 0)
         return out
+
+
+def _dense(a, ndarray, byte_strides: dict, element_strides: dict) -> bool:
+    """Whether a CuPy array or a torch tensor lies at exactly the strides of the problem's layout."""
+    if type(a) is ndarray:
+        return a.strides == byte_strides.get(a.shape)
+    return hasattr(a, "stride") and a.stride() == element_strides.get(a.shape)
 
 
 def _c_strides(shape) -> tuple:
