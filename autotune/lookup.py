@@ -88,9 +88,8 @@ class TunedKernel:
         if not dense:
             self._check("x", x, self._x_layouts, self.problem.input_shape)
         if out is not None:
-            if type(out) is type(x):
-                dense = (out.strides == self._y_bytes.get(out.shape) if not torch_like
-                         else out.stride() == self._y_layouts.get(out.shape))
+            if torch_like and type(out) is type(x):
+                dense = out.stride() == self._y_layouts.get(out.shape)
             else:
                 dense = _dense(out, ndarray, self._y_bytes, self._y_layouts)
             if not dense:

@@ -19,6 +19,9 @@ PROBLEMS = [
     Problem("ir", N=1, C=12, H=15, W=9, C_out=20, k=7, stride=2, expansion=4, act="relu6", bias=False,
             dtype="float32", layout="nhwc"),
     Problem("ir", N=1, C=160, H=7, W=7, C_out=320, k=3, expansion=6, act="relu6", dtype="float16", layout="nchw"),
+    Problem("dwpw", N=2, C=32, H=30, W=29, C_out=16, k=3, act="relu6", dtype="float16", layout="nhwc"),
+    Problem("dwpw", N=1, C=144, H=28, W=28, C_out=24, k=5, stride=2, act="relu6", bias=False, dtype="float16",
+            layout="nhwc"),
     Problem("pwdw", N=2, C=12, H=13, W=22, C_out=72, k=5, act="relu", bias=False, dtype="float16", layout="nhwc"),
     Problem("pwdw", N=16, C=160, H=7, W=7, C_out=960, k=3, act="relu6", dtype="float16", layout="nhwc"),
     Problem("pwdw", N=16, C=16, H=112, W=112, C_out=96, k=3, stride=2, act="relu6", dtype="float16", layout="nhwc"),
@@ -49,7 +52,8 @@ def compiled(arch):
 def test_both_families_and_both_ops_are_covered():
     names = {(p.op, f.name) for p, f, _ in cases()}
     assert names == {(op, f) for op in ("dwpw", "ir")
-                     for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")} | {("pwdw", "expand_depthwise_tc")}
+                     for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")} | {
+        ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc")}
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

@@ -36,7 +36,8 @@ def test_fused_blocks_match_reference(problem, arch):
     families = kernels.families_for(problem, arch)
     clusters = kernels.supports(fused.CLUSTER, arch) and problem.hidden >= 32       # two hidden chunks to share
     tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if clusters else set())
-    assert {f.name for f in families} == {"fused_block"} | (tensor_cores if problem.dtype == "float16" else set())
+    streams = {"dwpw_stream_tc"} if fused.STREAM_PROJECT.applies(problem) else set()
+    assert {f.name for f in families} == {"fused_block"} | (tensor_cores | streams if problem.dtype == "float16" else set())
     for family in families:
         valid = valid_configs(family, problem)
         configs = [family.default_config(problem), *rng.sample(valid, RANDOM_CONFIGS),
@@ -65,6 +66,33 @@ def test_expand_depthwise_matches_reference(problem, arch):
     from autotune.runner import ProblemData, load_function, verify
     family = fused.EXPAND_DEPTHWISE
     assert kernels.families_for(problem, arch) == [family]
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    configs = every_parameter_value(family, problem, random.Random(problem.key))
+    binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
+    for config, binary in zip(configs, binaries):
+        assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+# The streaming depthwise with its projection (dwpw_stream_tc): sizes off every tile and strip, batch 3,
+# stride 2 with odd sizes, k5 and k7, no bias, act2, an inverted residual without expand, C_out off 16.
+STREAM_PROJECT = [
+    dict(op="dwpw", N=3, C=32, H=15, W=19, C_out=16, k=3, stride=1, act="relu6"),
+    dict(op="dwpw", N=2, C=48, H=17, W=9, C_out=40, k=5, stride=2, act="relu", act2="relu6", bias=False),
+    dict(op="dwpw", N=1, C=16, H=23, W=21, C_out=24, k=7, stride=1, act="relu6"),
+    dict(op="dwpw", N=2, C=96, H=19, W=13, C_out=24, k=3, stride=2, act="relu6"),
+    dict(op="ir", N=2, C=32, H=14, W=14, C_out=16, k=3, stride=1, expansion=1, act="relu6"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in STREAM_PROJECT],
+                         ids=lambda p: p.key)
+def test_streaming_depthwise_project_matches_reference(problem, arch):
+    """The default and every value of every parameter that fits."""
+    from autotune.runner import ProblemData, load_function, verify
+    family = fused.STREAM_PROJECT
+    assert family in kernels.families_for(problem, arch)
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     configs = every_parameter_value(family, problem, random.Random(problem.key))
     binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)

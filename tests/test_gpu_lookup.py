@@ -83,6 +83,37 @@ def test_torch_tensors_on_current_stream(tuned_db):
         k(x.cpu(), w, b)
 
 
+class _InterfaceOnly:
+    """A GPU array known only by __cuda_array_interface__ (as Numba's are), wrapping a CuPy array."""
+
+    def __init__(self, a):
+        self.shape, self.__cuda_array_interface__ = a.shape, a.__cuda_array_interface__
+        self._keep = a
+
+
+def test_mixed_and_interface_only_arrays(tuned_db):
+    """Arguments of different kinds in one call take the general path; every pointer must still be right."""
+    torch = pytest.importorskip("torch")
+    import cupy
+    db, tuned, _ = tuned_db
+    k = autotune.lookup(tuned, db=db)
+    host = random_inputs(tuned, np.random.default_rng(11))
+    want = reference(tuned, **host)
+    x = torch.from_numpy(host["x"]).cuda()                       # plain [N,H,W,C]
+    w, b = cupy.asarray(host["w"]), cupy.asarray(host["bias"])
+    out = cupy.full(tuned.output_shape, cupy.nan, dtype=tuned.dtype)
+    torch.cuda.synchronize()
+    assert k(x, w, b, out=out) is out
+    cupy.cuda.Device().synchronize()
+    ok, err = compare(cupy.asnumpy(out), want, tuned.dtype)
+    assert ok, err
+    out2 = cupy.full(tuned.output_shape, cupy.nan, dtype=tuned.dtype)
+    k(_InterfaceOnly(cupy.asarray(host["x"])), _InterfaceOnly(w), b, out=_InterfaceOnly(out2))
+    cupy.cuda.Device().synchronize()
+    ok, err = compare(cupy.asnumpy(out2), want, tuned.dtype)
+    assert ok, err
+
+
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_blocks_run_at_every_fusion_depth(tmp_path, layout):
     """An inverted residual looked up as one fused kernel (nothing measured), as expand + fused

@@ -10,6 +10,7 @@ avoids that and costs registers.
 from __future__ import annotations
 
 from ..searchspace import space_violation
+from . import depthwise
 from . import MAX_SHARED_BYTES, Launch, ceil_div, clustered, idle_in_cluster, resource_violation, tile_grid
 
 _TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
@@ -326,8 +327,88 @@ class ExpandDepthwise:
                       block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
 
 
+class StreamingDepthwiseProject:
+    """dwpw (or an inverted residual without expand or residual) in one kernel: the streaming depthwise
+    (templates/depthwise_nhwc_stream.cu.j2) over all C channels of a strip of rows, each step's outputs
+    projected from shared memory on tensor cores. Where C is small the block's x window is a few KB, so
+    the depthwise streams x at close to the copy bandwidth and the projection adds no memory traffic.
+    fp16 NHWC; C a multiple of 16, C_out of 8. Its parameters are the streaming depthwise's, less the
+    channel block (all of C)."""
+    name = "dwpw_stream_tc"
+    template = "depthwise_nhwc_stream.cu.j2"
+    entry = "dwpw_stream"
+    exact_channels = True          # compiled for C and C_out
+    min_sm = 80
+
+    def applies(self, problem) -> bool:
+        block = problem.op == "dwpw" or problem.op == "ir" and problem.expansion == 1 and not problem.residual
+        return (block and problem.dtype == "float16" and problem.layout == "nhwc" and problem.C % 16 == 0
+                and problem.C_out % 8 == 0 and self._fits(problem, self.default_config(problem, checked=False)) is None)
+
+    def space(self, problem) -> dict:
+        stream = depthwise.NHWC_STREAM.space(problem.stages()[0])
+        return {"vec": stream["vec"], "tile_w": stream["tile_w"], "out_h": (1, 2, 4), "out_w": (1, 2),
+                "strip": (2, 4, 8, 16), "depth": (1, 2)}
+
+    @staticmethod
+    def _depthwise(problem, config) -> tuple:
+        """The depthwise stage and its streaming configuration (the ring and its checks are shared)."""
+        return problem.stages()[0], {**config, "ch_per_block": problem.C}
+
+    def shared_bytes(self, problem, config) -> int:
+        """The depthwise's ring (and taps when not in registers), two step buffers of depthwise
+        outputs and the 1x1 weights, rows padded by 8 halves (the template's arrays)."""
+        stage, cfg = self._depthwise(problem, config)
+        taps = 0 if depthwise.NHWC_STREAM._weights_in_registers(stage, cfg) else 4 * problem.k ** 2 * problem.C
+        rows = 2 * config["out_h"] * config["tile_w"] + problem.C_out
+        return depthwise.NHWC_STREAM.ring_bytes(stage, cfg) + taps + 2 * rows * (problem.C + 8)
+
+    def threads(self, problem, config) -> int:
+        return problem.C // config["vec"] * config["tile_w"] // config["out_w"]
+
+    def check(self, problem, config) -> str | None:
+        reason = space_violation(self.space(problem), config)
+        return reason or self._fits(problem, config)
+
+    def _fits(self, problem, config) -> str | None:
+        if not (problem.C % 16 == 0 and problem.C_out % 8 == 0):
+            return f"{self.name} needs C a multiple of 16 and C_out of 8"
+        if self.threads(problem, config) % 32:
+            return "threads not whole warps (the projection runs warp by warp)"
+        if config["out_h"] * config["tile_w"] % 16:
+            return "a step's pixels are not whole 16-row mma tiles"
+        stage, cfg = self._depthwise(problem, config)
+        reason = depthwise.NHWC_STREAM.check(stage, cfg)
+        # the depthwise's registers, then the shared memory of both stages (static: 48 KB at most)
+        return reason or resource_violation(self.threads(problem, config), self.shared_bytes(problem, config), 0)
+
+    def default_config(self, problem, checked: bool = True) -> dict:
+        """Four output rows of one column per step on 16 columns, 4 channels per thread, strips of 16
+        rows; or the first of smaller ones that fits."""
+        candidates = [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "out_w": 1, "strip": strip, "depth": 1}
+                      for strip in (16, 4) for vec in (4, 8, 2) for tile_w in (16, 8, 32) for out_h in (4, 2, 1)]
+        for config in candidates:
+            if self._fits(problem, config) is None:
+                return config
+        if checked:
+            raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+        return candidates[0]
+
+    def template_params(self, problem, config) -> dict:
+        stage, cfg = self._depthwise(problem, config)
+        return {**depthwise.NHWC_STREAM.template_params(stage, cfg), "PROJECT": True, "C_OUT": problem.C_out}
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those
+
+    def launch(self, problem, config) -> Launch:
+        return Launch(grid=tile_grid(problem, config["strip"], config["tile_w"], problem.C),
+                      block=(self.threads(problem, config), 1, 1), shared_mem=0)
+
+
 SIMT = SimtFusedBlock()
 TENSOR_CORE = TensorCoreFusedBlock()
 CLUSTER = ClusterFusedBlock()
 EXPAND_DEPTHWISE = ExpandDepthwise()
-FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE]
+STREAM_PROJECT = StreamingDepthwiseProject()
+FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE, STREAM_PROJECT]
