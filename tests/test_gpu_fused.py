@@ -36,7 +36,7 @@ def test_fused_blocks_match_reference(problem, arch):
     families = kernels.families_for(problem, arch)
     clusters = kernels.supports(fused.CLUSTER, arch) and problem.hidden >= 32       # two hidden chunks to share
     tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if clusters else set())
-    streams = {"dwpw_stream_tc"} if fused.STREAM_PROJECT.applies(problem) else set()
+    streams = {f.name for f in (fused.STREAM_PROJECT, fused.IR_STREAM) if f.applies(problem)}
     assert {f.name for f in families} == {"fused_block"} | (tensor_cores | streams if problem.dtype == "float16" else set())
     for family in families:
         valid = valid_configs(family, problem)
@@ -92,6 +92,33 @@ def test_streaming_depthwise_project_matches_reference(problem, arch):
     """The default and every value of every parameter that fits."""
     from autotune.runner import ProblemData, load_function, verify
     family = fused.STREAM_PROJECT
+    assert family in kernels.families_for(problem, arch)
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    configs = every_parameter_value(family, problem, random.Random(problem.key))
+    binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
+    for config, binary in zip(configs, binaries):
+        assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
+        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+# The streaming inverted residual (ir_stream_tc): input channels off the 16-byte copy and the k16 steps,
+# sizes off every tile and strip, batch 3, stride 2 with odd sizes, k5, no bias, act2, a residual.
+IR_STREAM = [
+    dict(op="ir", N=3, C=16, H=13, W=22, C_out=24, k=3, stride=1, expansion=6, act="relu6"),
+    dict(op="ir", N=2, C=24, H=17, W=9, C_out=24, k=3, stride=1, expansion=6, act="relu6"),
+    dict(op="ir", N=2, C=8, H=15, W=19, C_out=16, k=3, stride=2, expansion=6, act="relu6"),
+    dict(op="ir", N=1, C=12, H=11, W=13, C_out=24, k=5, stride=2, expansion=4, act="relu", bias=False),
+    dict(op="ir", N=2, C=24, H=9, W=10, C_out=32, k=5, stride=1, expansion=4, act="relu6", act2="relu"),
+]
+
+
+@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in IR_STREAM],
+                         ids=lambda p: p.key)
+def test_streaming_inverted_residual_matches_reference(problem, arch):
+    """The default and every value of every parameter that fits."""
+    from autotune.runner import ProblemData, load_function, verify
+    family = fused.IR_STREAM
     assert family in kernels.families_for(problem, arch)
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     configs = every_parameter_value(family, problem, random.Random(problem.key))

@@ -50,6 +50,7 @@ MAX_THREADS_PER_BLOCK = 1024
 MAX_SHARED_BYTES = 48 * 1024          # without an opt-in attribute
 MAX_DYNAMIC_SHARED_BYTES_SM90 = 227 * 1024   # with it (cudaFuncAttributeMaxDynamicSharedMemorySize), sm_90
 REGISTERS_PER_SM = 65536
+MAX_SHARED_PER_SM = 164 * 1024        # sm_80 (sm_90: 228 KB): what resident blocks share
 MAX_REGISTERS_PER_THREAD = 255
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..searchspace import space_violation
 from . import depthwise
-from . import MAX_SHARED_BYTES, Launch, ceil_div, clustered, idle_in_cluster, resource_violation, tile_grid
+from . import MAX_SHARED_BYTES, MAX_SHARED_PER_SM, REGISTERS_PER_SM, Launch, ceil_div, clustered, idle_in_cluster, resource_violation, tile_grid
 
 _TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
 _REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's temporaries
@@ -406,9 +406,102 @@ class StreamingDepthwiseProject:
                       block=(self.threads(problem, config), 1, 1), shared_mem=0)
 
 
+class InvertedResidualStream:
+    """An inverted residual with its expand in one kernel, streaming down strips of rows
+    (templates/ir_stream.cu.j2): each step expands the input rows its window adds into a ring of hidden
+    rows in shared memory (tensor cores), runs the depthwise from the ring and projects the result
+    (tensor cores). Every hidden row is expanded once per strip, so the recomputed halo is only the
+    side columns', and only x and y go through memory. fp16 NHWC; the hidden channels a multiple of 16,
+    C_out of 8."""
+    name = "ir_stream_tc"
+    template = "ir_stream.cu.j2"
+    entry = "ir_stream"
+    exact_channels = True          # compiled for C, the hidden channels and C_out
+    min_sm = 80
+    MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
+
+    def applies(self, problem) -> bool:
+        return (problem.op == "ir" and problem.expansion > 1 and problem.dtype == "float16"
+                and problem.layout == "nhwc" and problem.hidden % 16 == 0 and problem.C_out % 8 == 0
+                and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
+
+    def space(self, problem) -> dict:
+        return {"vec": (4, 8), "tile_w": (8, 16, 32), "out_h": (1, 2, 4), "cols": (1, 2, 4, 8, 16),
+                "strip": (2, 4, 8, 16, 32), "min_blocks": (1, 2)}
+
+    def threads(self, problem, config) -> int:
+        return problem.hidden // config["vec"] * config["cols"]
+
+    def registers(self, problem, config) -> int:
+        """Taps, accumulators and one loaded pack of the depthwise, plus indices and pointers (checked
+        against ptxas by tests/test_fused_compile.py)."""
+        need = (problem.k ** 2 + config["out_h"] + 2) * config["vec"] + 84
+        cap = REGISTERS_PER_SM // (config["min_blocks"] * self.threads(problem, config)) // 8 * 8
+        return min(need, cap)     # under a cap ptxas spills what does not fit: the runner rejects heavy spills
+
+    def shared_bytes(self, problem, config) -> int:
+        """The template's layout (it asserts the same sum), rows padded by 8 halves: x rows of the first
+        window (whole 16-pixel tiles), expand weights, the ring of hidden rows, the depthwise tile, the
+        project weights, and the expand biases as floats."""
+        k, s, hidden = problem.k, problem.stride, problem.hidden
+        in_w = (config["tile_w"] - 1) * s + k
+        window = (config["out_h"] - 1) * s + k
+        x_ld, h_ld = _round_up(problem.C, 16) + 8, hidden + 8
+        return 2 * (_round_up(window * in_w, 16) * x_ld + hidden * x_ld + window * in_w * h_ld
+                    + config["out_h"] * config["tile_w"] * h_ld + problem.C_out * h_ld) + 4 * hidden
+
+    def check(self, problem, config) -> str | None:
+        reason = space_violation(self.space(problem), config)
+        if reason:
+            return reason
+        if problem.hidden % config["vec"] or problem.hidden % 16 or problem.C_out % 8:
+            return f"{self.name} needs the hidden channels a multiple of 16 (and of vec), C_out of 8"
+        if config["tile_w"] % config["cols"]:
+            return "tile_w not divisible by cols"
+        if config["out_h"] * config["tile_w"] % 16:
+            return "a step's pixels are not whole 16-row mma tiles"
+        if config["tile_w"] > max(8, 2 * problem.W_out) or config["strip"] > max(2, 2 * problem.H_out):
+            return "tile or strip far larger than the output (pruned)"
+        if config["strip"] % config["out_h"]:
+            return "strip not divisible by out_h"
+        if self.threads(problem, config) % 32:
+            return "threads not whole warps (the 1x1s run warp by warp)"
+        if config["min_blocks"] * (self.shared_bytes(problem, config) + 1024) > MAX_SHARED_PER_SM:
+            return f"{config['min_blocks']} blocks of this shared memory do not fit an SM"
+        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
+                                  self.registers(problem, config), max_shared=self.MAX_SHARED)
+
+    @staticmethod
+    def _default_candidates(problem):
+        return [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "cols": cols, "strip": 8, "min_blocks": 1}
+                for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
+
+    def default_config(self, problem) -> dict:
+        """Two output rows per step on 16 columns, 8 hidden channels per thread, strips of 8 rows; or
+        the first smaller one that fits."""
+        for config in self._default_candidates(problem):
+            if self.check(problem, config) is None:
+                return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def template_params(self, problem, config) -> dict:
+        return {"TILE_W": config["tile_w"], "OUT_H": config["out_h"], "STRIP": config["strip"], "VEC": config["vec"],
+                "COLS": config["cols"], "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C, "HIDDEN": problem.hidden, "C_OUT": problem.C_out,
+                "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
+                "SHARED_BYTES": self.shared_bytes(problem, config)}
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those
+
+    def launch(self, problem, config) -> Launch:
+        return Launch(grid=tile_grid(problem, config["strip"], config["tile_w"], problem.C_out, problem.C_out),
+                      block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
+
+
 SIMT = SimtFusedBlock()
 TENSOR_CORE = TensorCoreFusedBlock()
 CLUSTER = ClusterFusedBlock()
 EXPAND_DEPTHWISE = ExpandDepthwise()
 STREAM_PROJECT = StreamingDepthwiseProject()
-FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE, STREAM_PROJECT]
+IR_STREAM = InvertedResidualStream()
+FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE, STREAM_PROJECT, IR_STREAM]
