@@ -78,7 +78,7 @@ def test_sources_exist(cpp_dir):
                    "public IPluginV3, public IPluginV3OneCore, public IPluginV3OneBuild, public IPluginV3OneRuntime",
                    "class ConvCreator : public IPluginCreatorV3One", 'kNAMESPACE[] = "autotune"',
                    '"dw_conv2d", "pw_conv2d", "dwpw_conv2d", "ir_conv2d"', 'kVERSION[] = "1"', "cuModuleLoadData",
-                   "cuLaunchKernel"):
+                   "cuLaunchKernel", "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES"):
         assert needle in cpp, needle
     cmake = (cpp_dir / "CMakeLists.txt").read_text()
     assert "TENSORRT_INCLUDE_DIR" in cmake and "CUDA::cuda_driver" in cmake
@@ -242,6 +242,7 @@ CUresult cuDeviceGetAttribute(int*, CUdevice_attribute, CUdevice) { return CUDA_
 CUresult cuModuleLoadData(CUmodule*, const void*) { return CUDA_ERROR_NO_DEVICE; }
 CUresult cuModuleGetFunction(CUfunction*, CUmodule, const char*) { return CUDA_ERROR_NO_DEVICE; }
 CUresult cuModuleUnload(CUmodule) { return CUDA_ERROR_NO_DEVICE; }
+CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) { return CUDA_ERROR_NO_DEVICE; }
 CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                         void**, void**) { return CUDA_ERROR_NO_DEVICE; }
 }
