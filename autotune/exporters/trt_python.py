@@ -187,6 +187,9 @@ def format_reason(family, problem: Problem, config: dict, ldx: int, ldy: int) ->
         return reason
     if getattr(family, "max_sm", None):     # (it also opts in to > 48 KB of shared memory, which TensorRT's launch does not)
         return f"{family.name} is compiled for one arch only (sm_{family.max_sm}a): not exported"
+    shared = family.launch(problem, config).shared_mem
+    if shared > kernels.MAX_SHARED_BYTES:   # TensorRT launches an AOT plugin's kernel without opting in
+        return f"{shared} bytes of dynamic shared memory (over 48 KB): not exported"
     if problem.layout != "nhwc":
         return None
     if "vec_x" in config and ldx % config["vec_x"]:
