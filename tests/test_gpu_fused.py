@@ -60,21 +60,6 @@ PWDW = [
 ]
 
 
-@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in PWDW], ids=lambda p: p.key)
-def test_expand_depthwise_matches_reference(problem, arch):
-    """The default and every value of every parameter that fits."""
-    from autotune.runner import ProblemData, load_function, verify
-    family = fused.EXPAND_DEPTHWISE
-    assert kernels.families_for(problem, arch) == [family]
-    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
-    configs = every_parameter_value(family, problem, random.Random(problem.key))
-    binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
-    for config, binary in zip(configs, binaries):
-        assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
-        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
-        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
-
-
 # The streaming depthwise with its projection (dwpw_stream_tc): sizes off every tile and strip, batch 3,
 # stride 2 with odd sizes, k5 and k7, no bias, act2, an inverted residual without expand, C_out off 16.
 STREAM_PROJECT = [
@@ -84,23 +69,6 @@ STREAM_PROJECT = [
     dict(op="dwpw", N=2, C=96, H=19, W=13, C_out=24, k=3, stride=2, act="relu6"),
     dict(op="ir", N=2, C=32, H=14, W=14, C_out=16, k=3, stride=1, expansion=1, act="relu6"),
 ]
-
-
-@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in STREAM_PROJECT],
-                         ids=lambda p: p.key)
-def test_streaming_depthwise_project_matches_reference(problem, arch):
-    """The default and every value of every parameter that fits."""
-    from autotune.runner import ProblemData, load_function, verify
-    family = fused.STREAM_PROJECT
-    assert family in kernels.families_for(problem, arch)
-    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
-    configs = every_parameter_value(family, problem, random.Random(problem.key))
-    binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
-    for config, binary in zip(configs, binaries):
-        assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
-        ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
-        assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
-
 
 # The streaming inverted residual (ir_stream_tc): input channels off the 16-byte copy and the k16 steps,
 # sizes off every tile and strip, batch 3, stride 2 with odd sizes, k5, no bias, act2, a residual.
@@ -112,13 +80,16 @@ IR_STREAM = [
     dict(op="ir", N=2, C=24, H=9, W=10, C_out=32, k=5, stride=1, expansion=4, act="relu6", act2="relu"),
 ]
 
+EVERY_VALUE = [(fused.EXPAND_DEPTHWISE, PWDW), (fused.STREAM_PROJECT, STREAM_PROJECT), (fused.IR_STREAM, IR_STREAM)]
 
-@pytest.mark.parametrize("problem", [Problem(**s, dtype="float16", layout="nhwc") for s in IR_STREAM],
-                         ids=lambda p: p.key)
-def test_streaming_inverted_residual_matches_reference(problem, arch):
-    """The default and every value of every parameter that fits."""
+
+@pytest.mark.parametrize("family, problem", [(f, Problem(**s, dtype="float16", layout="nhwc"))
+                                             for f, specs in EVERY_VALUE for s in specs],
+                         ids=lambda v: v.key if isinstance(v, Problem) else v.name)
+def test_every_parameter_value_matches_reference(family, problem, arch):
+    """The fp16 NHWC tensor-core families with dedicated problem lists: the default configuration and,
+    for every value of every parameter, a configuration with it that fits."""
     from autotune.runner import ProblemData, load_function, verify
-    family = fused.IR_STREAM
     assert family in kernels.families_for(problem, arch)
     data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
     configs = every_parameter_value(family, problem, random.Random(problem.key))
@@ -127,3 +98,8 @@ def test_streaming_inverted_residual_matches_reference(problem, arch):
         assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
         ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
         assert ok, f"{family.name} {config}: worst error / tolerance = {err}"
+
+
+def test_pwdw_problems_have_only_the_expand_depthwise_family(arch):
+    for spec in PWDW:
+        assert kernels.families_for(Problem(**spec, dtype="float16", layout="nhwc"), arch) == [fused.EXPAND_DEPTHWISE]
