@@ -10,8 +10,8 @@ avoids that and costs registers.
 from __future__ import annotations
 
 from ..searchspace import space_violation
-from . import depthwise
-from . import MAX_SHARED_BYTES, MAX_SHARED_PER_SM, REGISTERS_PER_SM, Launch, ceil_div, clustered, idle_in_cluster, resource_violation, tile_grid
+from . import (MAX_SHARED_BYTES, MAX_SHARED_PER_SM, REGISTERS_PER_SM, Launch, ceil_div, clustered, depthwise,
+               idle_in_cluster, resource_violation, tile_grid)
 
 _TILES = ((1, 16), (2, 8), (4, 4), (2, 16), (4, 8), (8, 4), (4, 16), (8, 8), (16, 8), (8, 16))
 _REGISTER_OVERHEAD = 40     # indices, pointers, the depthwise's and epilogue's temporaries
