@@ -356,11 +356,11 @@ class StreamingDepthwiseProject:
         return problem.stages()[0], {**config, "ch_per_block": problem.C}
 
     def shared_bytes(self, problem, config) -> int:
-        """The depthwise's ring (and taps when not in registers), two step buffers of depthwise
-        outputs and the 1x1 weights, rows padded by 8 halves (the template's arrays)."""
+        """The depthwise's ring (and taps when not in registers), a step's depthwise outputs and the 1x1
+        weights, rows padded by 8 halves (the template's arrays)."""
         stage, cfg = self._depthwise(problem, config)
         taps = 0 if depthwise.NHWC_STREAM._weights_in_registers(stage, cfg) else 4 * problem.k ** 2 * problem.C
-        rows = 2 * config["out_h"] * config["tile_w"] + problem.C_out
+        rows = config["out_h"] * config["tile_w"] + problem.C_out
         return depthwise.NHWC_STREAM.ring_bytes(stage, cfg) + taps + 2 * rows * (problem.C + 8)
 
     def threads(self, problem, config) -> int:
