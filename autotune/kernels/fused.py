@@ -427,7 +427,7 @@ class InvertedResidualStream:
 
     def space(self, problem) -> dict:
         return {"vec": (4, 8), "tile_w": (8, 16, 32), "out_h": (1, 2, 4), "cols": (1, 2, 4, 8, 16),
-                "strip": (2, 4, 8, 16, 32), "min_blocks": (1, 2)}
+                "strip": (2, 4, 8, 16, 32), "min_blocks": (1, 2), "ring": ("half", "float")}
 
     def threads(self, problem, config) -> int:
         return problem.hidden // config["vec"] * config["cols"]
@@ -440,15 +440,16 @@ class InvertedResidualStream:
         return min(need, cap)     # under a cap ptxas spills what does not fit: the runner rejects heavy spills
 
     def shared_bytes(self, problem, config) -> int:
-        """The template's layout (it asserts the same sum), rows padded by 8 halves: x rows of the first
-        window (whole 16-pixel tiles), expand weights, the ring of hidden rows, the depthwise tile, the
-        project weights, and the expand biases as floats."""
+        """The template's layout (it asserts the same sum), rows padded by 8 elements: x rows of the
+        first window (whole 16-pixel tiles; C, the ones channel, zeros to whole k16 steps), expand
+        weights, the ring of hidden rows (fp16 or fp32), the depthwise tile and the project weights."""
         k, s, hidden = problem.k, problem.stride, problem.hidden
         in_w = (config["tile_w"] - 1) * s + k
         window = (config["out_h"] - 1) * s + k
-        x_ld, h_ld = _round_up(problem.C, 16) + 8, hidden + 8
-        return 2 * (_round_up(window * in_w, 16) * x_ld + hidden * x_ld + window * in_w * h_ld
-                    + config["out_h"] * config["tile_w"] * h_ld + problem.C_out * h_ld) + 4 * hidden
+        x_ld, h_ld = _round_up(problem.C + 1, 16) + 8, hidden + 8
+        ring_bytes = window * in_w * h_ld * (4 if config["ring"] == "float" else 2)
+        return ring_bytes + 2 * (_round_up(window * in_w, 16) * x_ld + hidden * x_ld
+                                 + config["out_h"] * config["tile_w"] * h_ld + problem.C_out * h_ld)
 
     def check(self, problem, config) -> str | None:
         reason = space_violation(self.space(problem), config)
@@ -473,8 +474,8 @@ class InvertedResidualStream:
 
     @staticmethod
     def _default_candidates(problem):
-        return [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "cols": cols, "strip": 8, "min_blocks": 1}
-                for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
+        return [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "cols": cols, "strip": 8, "min_blocks": 1,
+                 "ring": "half"} for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
 
     def default_config(self, problem) -> dict:
         """Two output rows per step on 16 columns, 8 hidden channels per thread, strips of 8 rows; or
@@ -487,7 +488,7 @@ class InvertedResidualStream:
     def template_params(self, problem, config) -> dict:
         return {"TILE_W": config["tile_w"], "OUT_H": config["out_h"], "STRIP": config["strip"], "VEC": config["vec"],
                 "COLS": config["cols"], "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C, "HIDDEN": problem.hidden, "C_OUT": problem.C_out,
-                "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
+                "RESIDUAL": problem.residual, "X_VEC": copy_width(problem), "FLOAT_RING": config["ring"] == "float",
                 "SHARED_BYTES": self.shared_bytes(problem, config)}
 
     def divisors(self, problem, config) -> dict:
