@@ -426,7 +426,7 @@ class InvertedResidualStream:
                 and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
 
     def space(self, problem) -> dict:
-        return {"vec": (4, 8), "tile_w": (8, 16, 32), "out_h": (1, 2, 4), "cols": (1, 2, 4, 8, 16),
+        return {"vec": (4, 8), "tile_w": (8, 16, 28, 32), "out_h": (1, 2, 4), "cols": (1, 2, 4, 8, 16), "run": (1, 2),
                 "strip": (2, 4, 8, 16, 32), "min_blocks": (1, 2), "ring": ("half", "float")}
 
     def threads(self, problem, config) -> int:
@@ -435,18 +435,20 @@ class InvertedResidualStream:
     def registers(self, problem, config) -> int:
         """Taps, accumulators and one loaded pack of the depthwise, plus indices and pointers (checked
         against ptxas by tests/test_fused_compile.py)."""
-        need = (problem.k ** 2 + config["out_h"] + 2) * config["vec"] + 84
+        need = (problem.k ** 2 + config["out_h"] * config["run"] + 2) * config["vec"] + 84
         cap = REGISTERS_PER_SM // (config["min_blocks"] * self.threads(problem, config)) // 8 * 8
         return min(need, cap)     # under a cap ptxas spills what does not fit: the runner rejects heavy spills
 
     def shared_bytes(self, problem, config) -> int:
-        """The template's layout (it asserts the same sum), rows padded by 8 elements: x rows of the
-        first window (whole 16-pixel tiles; C, the ones channel, zeros to whole k16 steps), expand
-        weights, the ring of hidden rows (fp16 or fp32), the depthwise tile and the project weights."""
+        """The template's layout (it asserts the same sum): x rows of the first window (whole 16-pixel
+        tiles; C, the ones channel, zeros to whole k8 steps; rows an odd number of 16-byte units), expand
+        weights likewise, the ring of hidden rows (fp16 or fp32) and the depthwise tile and project
+        weights (rows padded by 8 elements)."""
         k, s, hidden = problem.k, problem.stride, problem.hidden
         in_w = (config["tile_w"] - 1) * s + k
         window = (config["out_h"] - 1) * s + k
-        x_ld, h_ld = _round_up(problem.C + 1, 16) + 8, hidden + 8
+        cin_pad, h_ld = _round_up(problem.C + 1, 8), hidden + 8
+        x_ld = cin_pad if cin_pad // 8 % 2 else cin_pad + 8
         ring_bytes = window * in_w * h_ld * (4 if config["ring"] == "float" else 2)
         return ring_bytes + 2 * (_round_up(window * in_w, 16) * x_ld + hidden * x_ld
                                  + config["out_h"] * config["tile_w"] * h_ld + problem.C_out * h_ld)
@@ -457,8 +459,8 @@ class InvertedResidualStream:
             return reason
         if problem.hidden % config["vec"] or problem.hidden % 16 or problem.C_out % 8:
             return f"{self.name} needs the hidden channels a multiple of 16 (and of vec), C_out of 8"
-        if config["tile_w"] % config["cols"]:
-            return "tile_w not divisible by cols"
+        if config["tile_w"] % (config["cols"] * config["run"]):
+            return "tile_w not divisible by cols x run"
         if config["out_h"] * config["tile_w"] % 16:
             return "a step's pixels are not whole 16-row mma tiles"
         if config["tile_w"] > max(8, 2 * problem.W_out) or config["strip"] > max(2, 2 * problem.H_out):
@@ -475,7 +477,7 @@ class InvertedResidualStream:
     @staticmethod
     def _default_candidates(problem):
         return [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "cols": cols, "strip": 8, "min_blocks": 1,
-                 "ring": "half"} for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
+                 "run": 1, "ring": "half"} for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
 
     def default_config(self, problem) -> dict:
         """Two output rows per step on 16 columns, 8 hidden channels per thread, strips of 8 rows; or
@@ -487,7 +489,7 @@ class InvertedResidualStream:
 
     def template_params(self, problem, config) -> dict:
         return {"TILE_W": config["tile_w"], "OUT_H": config["out_h"], "STRIP": config["strip"], "VEC": config["vec"],
-                "COLS": config["cols"], "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C, "HIDDEN": problem.hidden, "C_OUT": problem.C_out,
+                "COLS": config["cols"], "RUN": config["run"], "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C, "HIDDEN": problem.hidden, "C_OUT": problem.C_out,
                 "RESIDUAL": problem.residual, "X_VEC": copy_width(problem), "FLOAT_RING": config["ring"] == "float",
                 "SHARED_BYTES": self.shared_bytes(problem, config)}
 
