@@ -56,7 +56,7 @@ def test_both_families_and_both_ops_are_covered():
     names = {(p.op, f.name) for p, f, _ in cases()}
     assert names == {(op, f) for op in ("dwpw", "ir")
                      for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")} | {
-        ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc"), ("ir", "ir_stream_tc")}
+        ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc"), ("ir", "ir_stream_tc"), ("ir", "ir_tensor_dw")}
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

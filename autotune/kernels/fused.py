@@ -506,5 +506,101 @@ TENSOR_CORE = TensorCoreFusedBlock()
 CLUSTER = ClusterFusedBlock()
 EXPAND_DEPTHWISE = ExpandDepthwise()
 STREAM_PROJECT = StreamingDepthwiseProject()
+class InvertedResidualTensorDepthwise:
+    """An inverted residual in one kernel with its depthwise on tensor cores too
+    (templates/ir_tensor_dw.cu.j2): per hidden channel, 16 segments of 8 output columns times the
+    Toeplitz matrix of each kernel row's taps make one m16n8k16 mma (stride 2: one per phase of the
+    input columns). The expand runs transposed, so the hidden values sit channel by channel; a block owns
+    one output tile and walks the hidden channels in chunks, the projection's accumulators in registers.
+    fp16 NHWC; hidden channels a multiple of 16, C_out of 8, (k - 1) / stride at most 8."""
+    name = "ir_tensor_dw"
+    template = "ir_tensor_dw.cu.j2"
+    entry = "ir_tensor_dw"
+    exact_channels = True          # compiled for C, the hidden channels and C_out
+    min_sm = 80
+    MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
+
+    def applies(self, problem) -> bool:
+        return (problem.op == "ir" and problem.expansion > 1 and problem.dtype == "float16"
+                and problem.layout == "nhwc" and problem.hidden % 16 == 0 and problem.C_out % 8 == 0
+                and (problem.k - 1) // problem.stride <= 8
+                and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
+
+    def space(self, problem) -> dict:
+        return {"tile_w": (8, 16, 32, 64), "out_h": (2, 4, 8, 16), "hc": (16, 32, 48, 64),
+                "warps": (4, 8, 16), "min_blocks": (1, 2)}
+
+    def threads(self, problem, config) -> int:
+        return 32 * config["warps"]
+
+    def registers(self, problem, config) -> int:
+        """The projection's accumulators (4 per m16 x n8 tile of the warp), the expand's weight
+        fragments, plus indices, pointers and fragments in flight."""
+        pixels = config["out_h"] * config["tile_w"]
+        tiles = ceil_div(pixels // 16 * (problem.C_out // 8), config["warps"])
+        need = 4 * tiles + 4 * ceil_div(problem.C + 1, 16) + 56
+        cap = REGISTERS_PER_SM // (config["min_blocks"] * self.threads(problem, config)) // 8 * 8
+        return min(need, cap)
+
+    def shared_bytes(self, problem, config) -> int:
+        """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
+        x over the input region (stride 2: its columns as two phases, each tile_w + 8 wide; C, the ones
+        channel, zeros to whole k8 steps), the expand and project weights, the chunk's hidden region
+        and depthwise outputs (channel-major), the depthwise's tap pairs and its biases as floats."""
+        k, s, hidden, hc = problem.k, problem.stride, problem.hidden, config["hc"]
+        odd = lambda halves: halves if halves // 8 % 2 else halves + 8
+        in_h = (config["out_h"] - 1) * s + k
+        region_w = odd(s * (config["tile_w"] + 8))
+        x_ld, h_ld = odd(_round_up(problem.C + 1, 8)), odd(hidden)
+        ch_ld, dw_ld = odd(in_h * region_w), odd(config["out_h"] * config["tile_w"])
+        pairs = (k - 1) // s + 4
+        return (2 * (in_h * region_w * x_ld + hidden * x_ld + problem.C_out * h_ld + hc * ch_ld + hc * dw_ld)
+                + _round_up(hidden * k * s * pairs * 4, 16) + 4 * hidden)
+
+    def check(self, problem, config) -> str | None:
+        reason = space_violation(self.space(problem), config)
+        if reason:
+            return reason
+        if problem.hidden % 16 or problem.C_out % 8 or problem.hidden % config["hc"]:
+            return f"{self.name} needs the hidden channels a multiple of 16 and of hc, C_out of 8"
+        seg_tiles = config["out_h"] * config["tile_w"] // 128
+        if config["out_h"] * config["tile_w"] % 128:
+            return "a tile's 8-column segments are not whole m16 tiles (out_h x tile_w a multiple of 128)"
+        if config["warps"] % seg_tiles or config["hc"] % (config["warps"] // seg_tiles):
+            return "the depthwise's segment tiles and channels do not split evenly over the warps"
+        if config["tile_w"] > max(8, 2 * problem.W_out) or config["out_h"] > max(16, 2 * problem.H_out):
+            return "tile far larger than the output (pruned)"
+        if config["min_blocks"] * (self.shared_bytes(problem, config) + 1024) > MAX_SHARED_PER_SM:
+            return f"{config['min_blocks']} blocks of this shared memory do not fit an SM"
+        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
+                                  self.registers(problem, config), max_shared=self.MAX_SHARED)
+
+    @staticmethod
+    def _default_candidates(problem):
+        return [{"tile_w": tile_w, "out_h": out_h, "hc": hc, "warps": 8, "min_blocks": 1}
+                for tile_w, out_h in ((32, 4), (16, 8), (64, 2), (8, 16)) for hc in (32, 16, 48)]
+
+    def default_config(self, problem) -> dict:
+        """A 4 x 32 tile, hidden channels 32 at a time, 8 warps; or the first smaller one that fits."""
+        for config in self._default_candidates(problem):
+            if self.check(problem, config) is None:
+                return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def template_params(self, problem, config) -> dict:
+        return {"TILE_W": config["tile_w"], "OUT_H": config["out_h"], "HC": config["hc"], "WARPS": config["warps"],
+                "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C, "HIDDEN": problem.hidden,
+                "C_OUT": problem.C_out, "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
+                "SHARED_BYTES": self.shared_bytes(problem, config)}
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those
+
+    def launch(self, problem, config) -> Launch:
+        return Launch(grid=tile_grid(problem, config["out_h"], config["tile_w"], problem.C_out, problem.C_out),
+                      block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
+
+
 IR_STREAM = InvertedResidualStream()
-FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE, STREAM_PROJECT, IR_STREAM]
+IR_TENSOR_DW = InvertedResidualTensorDepthwise()
+FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE, STREAM_PROJECT, IR_STREAM, IR_TENSOR_DW]
