@@ -406,7 +406,47 @@ class StreamingDepthwiseProject:
                       block=(self.threads(problem, config), 1, 1), shared_mem=0)
 
 
-class InvertedResidualStream:
+class _WholeInvertedResidual:
+    """What the one-kernel inverted residuals with an expand share (fp16 NHWC, tensor cores): compiled
+    for the block's channel counts, one block per output tile (or strip), dynamic shared memory opted in
+    to, and the checks of resources and of blocks per SM. Subclasses give the space, the layout and
+    `_default_candidates` (most preferred first) and `_rows` (the config key of a block's output rows)."""
+    exact_channels = True          # compiled for C, the hidden channels and C_out
+    min_sm = 80
+    MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
+    _rows = "out_h"
+
+    def applies(self, problem) -> bool:
+        return (problem.op == "ir" and problem.expansion > 1 and problem.dtype == "float16"
+                and problem.layout == "nhwc" and problem.hidden % 16 == 0 and problem.C_out % 8 == 0
+                and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
+
+    def _resource_violation(self, problem, config) -> str | None:
+        if config["min_blocks"] * (self.shared_bytes(problem, config) + 1024) > MAX_SHARED_PER_SM:
+            return f"{config['min_blocks']} blocks of this shared memory do not fit an SM"
+        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
+                                  self.registers(problem, config), max_shared=self.MAX_SHARED)
+
+    def _register_cap(self, problem, config) -> int:
+        """What `min_blocks` leaves a thread: under it ptxas spills what does not fit (the runner
+        rejects heavy spills)."""
+        return REGISTERS_PER_SM // (config["min_blocks"] * self.threads(problem, config)) // 8 * 8
+
+    def default_config(self, problem) -> dict:
+        for config in self._default_candidates(problem):
+            if self.check(problem, config) is None:
+                return config
+        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+
+    def divisors(self, problem, config) -> dict:
+        return {}       # compiled for its channel counts: reused only for exactly those
+
+    def launch(self, problem, config) -> Launch:
+        return Launch(grid=tile_grid(problem, config[self._rows], config["tile_w"], problem.C_out, problem.C_out),
+                      block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
+
+
+class InvertedResidualStream(_WholeInvertedResidual):
     """An inverted residual with its expand in one kernel, streaming down strips of rows
     (templates/ir_stream.cu.j2): each step expands the input rows its window adds into a ring of hidden
     rows in shared memory (tensor cores), runs the depthwise from the ring and projects the result
@@ -416,14 +456,7 @@ class InvertedResidualStream:
     name = "ir_stream_tc"
     template = "ir_stream.cu.j2"
     entry = "ir_stream"
-    exact_channels = True          # compiled for C, the hidden channels and C_out
-    min_sm = 80
-    MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
-
-    def applies(self, problem) -> bool:
-        return (problem.op == "ir" and problem.expansion > 1 and problem.dtype == "float16"
-                and problem.layout == "nhwc" and problem.hidden % 16 == 0 and problem.C_out % 8 == 0
-                and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
+    _rows = "strip"
 
     def space(self, problem) -> dict:
         return {"vec": (4, 8), "tile_w": (8, 16, 28, 32), "out_h": (1, 2, 4), "cols": (1, 2, 4, 8, 16), "run": (1, 2),
@@ -436,8 +469,7 @@ class InvertedResidualStream:
         """Taps, accumulators and one loaded pack of the depthwise, plus indices and pointers (checked
         against ptxas by tests/test_fused_compile.py)."""
         need = (problem.k ** 2 + config["out_h"] * config["run"] + 2) * config["vec"] + 84
-        cap = REGISTERS_PER_SM // (config["min_blocks"] * self.threads(problem, config)) // 8 * 8
-        return min(need, cap)     # under a cap ptxas spills what does not fit: the runner rejects heavy spills
+        return min(need, self._register_cap(problem, config))
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum): x rows of the first window (whole 16-pixel
@@ -469,44 +501,25 @@ class InvertedResidualStream:
             return "strip not divisible by out_h"
         if self.threads(problem, config) % 32:
             return "threads not whole warps (the 1x1s run warp by warp)"
-        if config["min_blocks"] * (self.shared_bytes(problem, config) + 1024) > MAX_SHARED_PER_SM:
-            return f"{config['min_blocks']} blocks of this shared memory do not fit an SM"
-        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
-                                  self.registers(problem, config), max_shared=self.MAX_SHARED)
+        return self._resource_violation(problem, config)
 
     @staticmethod
     def _default_candidates(problem):
+        """Two output rows per step on 16 columns, 8 hidden channels per thread, strips of 8 rows; then
+        smaller ones."""
         return [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "cols": cols, "strip": 8, "min_blocks": 1,
-                 "run": 1, "ring": "half"} for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
-
-    def default_config(self, problem) -> dict:
-        """Two output rows per step on 16 columns, 8 hidden channels per thread, strips of 8 rows; or
-        the first smaller one that fits."""
-        for config in self._default_candidates(problem):
-            if self.check(problem, config) is None:
-                return config
-        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+                 "run": 1, "ring": "half"}
+                for out_h in (2, 1, 4) for tile_w in (16, 8, 32) for vec in (8, 4) for cols in (8, 16, 4, 2, 1)]
 
     def template_params(self, problem, config) -> dict:
         return {"TILE_W": config["tile_w"], "OUT_H": config["out_h"], "STRIP": config["strip"], "VEC": config["vec"],
-                "COLS": config["cols"], "RUN": config["run"], "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C, "HIDDEN": problem.hidden, "C_OUT": problem.C_out,
-                "RESIDUAL": problem.residual, "X_VEC": copy_width(problem), "FLOAT_RING": config["ring"] == "float",
+                "COLS": config["cols"], "RUN": config["run"], "MIN_BLOCKS": config["min_blocks"], "C_IN": problem.C,
+                "HIDDEN": problem.hidden, "C_OUT": problem.C_out, "RESIDUAL": problem.residual,
+                "X_VEC": copy_width(problem), "FLOAT_RING": config["ring"] == "float",
                 "SHARED_BYTES": self.shared_bytes(problem, config)}
 
-    def divisors(self, problem, config) -> dict:
-        return {}       # compiled for its channel counts: reused only for exactly those
 
-    def launch(self, problem, config) -> Launch:
-        return Launch(grid=tile_grid(problem, config["strip"], config["tile_w"], problem.C_out, problem.C_out),
-                      block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
-
-
-SIMT = SimtFusedBlock()
-TENSOR_CORE = TensorCoreFusedBlock()
-CLUSTER = ClusterFusedBlock()
-EXPAND_DEPTHWISE = ExpandDepthwise()
-STREAM_PROJECT = StreamingDepthwiseProject()
-class InvertedResidualTensorDepthwise:
+class InvertedResidualTensorDepthwise(_WholeInvertedResidual):
     """An inverted residual in one kernel with its depthwise on tensor cores too
     (templates/ir_tensor_dw.cu.j2): per hidden channel, 16 segments of 8 output columns times the
     Toeplitz matrix of each kernel row's taps make one m16n8k16 mma (stride 2: one per phase of the
@@ -516,15 +529,10 @@ class InvertedResidualTensorDepthwise:
     name = "ir_tensor_dw"
     template = "ir_tensor_dw.cu.j2"
     entry = "ir_tensor_dw"
-    exact_channels = True          # compiled for C, the hidden channels and C_out
-    min_sm = 80
-    MAX_SHARED = 96 * 1024         # dynamic, opted in to: fits sm_80's and sm_86's limits too
 
     def applies(self, problem) -> bool:
-        return (problem.op == "ir" and problem.expansion > 1 and problem.dtype == "float16"
-                and problem.layout == "nhwc" and problem.hidden % 16 == 0 and problem.C_out % 8 == 0
-                and (problem.k - 1) // problem.stride <= 8
-                and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
+        return (problem.op == "ir" and (problem.k - 1) // problem.stride <= 8   # a segment's 16 columns hold its taps
+                and super().applies(problem))
 
     def space(self, problem) -> dict:
         return {"tile_w": (8, 16, 32, 64), "out_h": (2, 4, 8, 16), "hc": (16, 32, 48, 64),
@@ -539,8 +547,7 @@ class InvertedResidualTensorDepthwise:
         pixels = config["out_h"] * config["tile_w"]
         tiles = ceil_div(pixels // 16 * (problem.C_out // 8), config["warps"])
         need = 4 * tiles + 4 * ceil_div(problem.C + 1, 16) + 56
-        cap = REGISTERS_PER_SM // (config["min_blocks"] * self.threads(problem, config)) // 8 * 8
-        return min(need, cap)
+        return min(need, self._register_cap(problem, config))
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
@@ -570,22 +577,15 @@ class InvertedResidualTensorDepthwise:
             return "the depthwise's segment tiles and channels do not split evenly over the warps"
         if config["tile_w"] > max(8, 2 * problem.W_out) or config["out_h"] > max(16, 2 * problem.H_out):
             return "tile far larger than the output (pruned)"
-        if config["min_blocks"] * (self.shared_bytes(problem, config) + 1024) > MAX_SHARED_PER_SM:
-            return f"{config['min_blocks']} blocks of this shared memory do not fit an SM"
-        return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
-                                  self.registers(problem, config), max_shared=self.MAX_SHARED)
+        return self._resource_violation(problem, config)
 
     @staticmethod
     def _default_candidates(problem):
-        return [{"tile_w": tile_w, "out_h": out_h, "hc": hc, "warps": 8, "min_blocks": 1}
-                for tile_w, out_h in ((32, 4), (16, 8), (64, 2), (8, 16)) for hc in (32, 16, 48)]
-
-    def default_config(self, problem) -> dict:
-        """A 4 x 32 tile, hidden channels 32 at a time, 8 warps; or the first smaller one that fits."""
-        for config in self._default_candidates(problem):
-            if self.check(problem, config) is None:
-                return config
-        raise AssertionError(f"{self.name}: no default configuration fits {problem.key}")  # a check() bug
+        """4 x 64 tiles, hidden channels 16 at a time, 16 warps (the fastest at 56x56, batch 16); then
+        others."""
+        return [{"tile_w": tile_w, "out_h": out_h, "hc": hc, "warps": warps, "min_blocks": 1}
+                for tile_w, out_h in ((64, 4), (32, 4), (16, 8), (64, 2), (8, 16)) for hc in (16, 32, 48)
+                for warps in (16, 8, 4)]
 
     def template_params(self, problem, config) -> dict:
         return {"TILE_W": config["tile_w"], "OUT_H": config["out_h"], "HC": config["hc"], "WARPS": config["warps"],
@@ -593,14 +593,12 @@ class InvertedResidualTensorDepthwise:
                 "C_OUT": problem.C_out, "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
                 "SHARED_BYTES": self.shared_bytes(problem, config)}
 
-    def divisors(self, problem, config) -> dict:
-        return {}       # compiled for its channel counts: reused only for exactly those
 
-    def launch(self, problem, config) -> Launch:
-        return Launch(grid=tile_grid(problem, config["out_h"], config["tile_w"], problem.C_out, problem.C_out),
-                      block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
-
-
+SIMT = SimtFusedBlock()
+TENSOR_CORE = TensorCoreFusedBlock()
+CLUSTER = ClusterFusedBlock()
+EXPAND_DEPTHWISE = ExpandDepthwise()
+STREAM_PROJECT = StreamingDepthwiseProject()
 IR_STREAM = InvertedResidualStream()
 IR_TENSOR_DW = InvertedResidualTensorDepthwise()
 FAMILIES = [SIMT, TENSOR_CORE, CLUSTER, EXPAND_DEPTHWISE, STREAM_PROJECT, IR_STREAM, IR_TENSOR_DW]
