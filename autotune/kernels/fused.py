@@ -553,7 +553,7 @@ class InvertedResidualTensorDepthwise(_WholeInvertedResidual):
         """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
         x over the input region (stride 2: its columns as two phases, each tile_w + 8 wide; C, the ones
         channel, zeros to whole k8 steps), the expand and project weights, the chunk's hidden region
-        and depthwise outputs (channel-major), the depthwise's tap pairs and its biases as floats."""
+        and depthwise outputs (channel-major) and tap pairs, and the depthwise's biases as floats."""
         k, s, hidden, hc = problem.k, problem.stride, problem.hidden, config["hc"]
         odd = lambda halves: halves if halves // 8 % 2 else halves + 8
         in_h = (config["out_h"] - 1) * s + k
@@ -562,7 +562,7 @@ class InvertedResidualTensorDepthwise(_WholeInvertedResidual):
         ch_ld, dw_ld = odd(in_h * region_w), odd(config["out_h"] * config["tile_w"])
         pairs = (k - 1) // s + 4
         return (2 * (in_h * region_w * x_ld + hidden * x_ld + problem.C_out * h_ld + hc * ch_ld + hc * dw_ld)
-                + _round_up(hidden * k * s * pairs * 4, 16) + 4 * hidden)
+                + _round_up(hc * k * s * pairs * 4, 16) + 4 * hidden)
 
     def check(self, problem, config) -> str | None:
         reason = space_violation(self.space(problem), config)
