@@ -133,3 +133,14 @@ def test_cluster_split_of_the_hidden_channels():
     # 18 chunks of 32 hidden channels over 8 blocks: shares of 3 leave two blocks idle
     assert "idle" in cl.check(deep, {**config, "cluster_k": 8})
     assert cl in kernels.families_for(deep, "sm_90") and cl not in kernels.families_for(deep, "sm_80")
+
+
+def test_whole_block_families_need_act_zero_at_zero(monkeypatch):
+    """ir_stream_tc and ir_tensor_dw expand padding pixels to act(0), which must be the depthwise's
+    zero padding: they apply only to activations with act(0) == 0."""
+    p = PROBLEMS[2]
+    families = (fused.IR_STREAM, fused.IR_TENSOR_DW)
+    assert all(f.applies(p) for f in families)
+    monkeypatch.setattr(fused, "_zero_at_zero", lambda act: act != p.act)
+    assert not any(f.applies(p) for f in families)
+

@@ -9,6 +9,9 @@ avoids that and costs registers.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..reference import activate
 from ..searchspace import space_violation
 from . import (MAX_SHARED_BYTES, MAX_SHARED_PER_SM, REGISTERS_PER_SM, Launch, ceil_div, clustered, depthwise,
                idle_in_cluster, resource_violation, tile_grid)
@@ -406,6 +409,12 @@ class StreamingDepthwiseProject:
                       block=(self.threads(problem, config), 1, 1), shared_mem=0)
 
 
+def _zero_at_zero(act: str) -> bool:
+    """Whether act(0) == 0: the whole-block kernels expand padding pixels (zero input, zero ones
+    channel) to act(0) and need it to be the depthwise's zero padding."""
+    return activate(np.zeros(1), act)[0] == 0.0
+
+
 class _WholeInvertedResidual:
     """What the one-kernel inverted residuals with an expand share (fp16 NHWC, tensor cores): compiled
     for the block's channel counts, one block per output tile (or strip), dynamic shared memory opted in
@@ -419,6 +428,7 @@ class _WholeInvertedResidual:
     def applies(self, problem) -> bool:
         return (problem.op == "ir" and problem.expansion > 1 and problem.dtype == "float16"
                 and problem.layout == "nhwc" and problem.hidden % 16 == 0 and problem.C_out % 8 == 0
+                and _zero_at_zero(problem.act)
                 and any(self.check(problem, c) is None for c in self._default_candidates(problem)))
 
     def _resource_violation(self, problem, config) -> str | None:
