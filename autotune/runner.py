@@ -12,6 +12,7 @@ import numpy as np
 
 from . import kernels
 from .compiler import Binary
+from .driver_launch import launch_programmatic, programmatic_launch
 from .problem import Problem
 from .reference import compare, random_inputs, reference
 
@@ -52,7 +53,6 @@ def launch(fn, launch_cfg: kernels.Launch, x, w, bias, y, problem: Problem, stre
     ptr = (lambda a: a.data.ptr if a is not None else 0)
     stream = stream or cp.cuda.get_current_stream()
     if programmatic:
-        from .driver_launch import launch_programmatic
         sizes = kernels.scalar_args(problem, ldx, ldy)
         launch_programmatic(fn, launch_cfg, (ptr(x), ptr(w), ptr(bias), ptr(y), *sizes,
                                              *((ptr(residual),) if residual is not None else ())), stream.ptr)
@@ -156,7 +156,6 @@ def measure(binary: Binary, family, config: dict, data: ProblemData) -> dict:
     """Verify, then time one compiled configuration, launched as lookup will launch it (with
     programmatic dependent launch on sm_90: a launch's start overlaps the previous one's end, never its
     memory traffic, since every kernel first waits for its predecessor's writes). Returns a trial record."""
-    from .driver_launch import programmatic_launch
     fn = load_function(binary, family.entry)
     launch_cfg = family.launch(data.problem, config)
     ok, err = verify(fn, launch_cfg, data)

@@ -409,6 +409,16 @@ class StreamingDepthwiseProject:
                       block=(self.threads(problem, config), 1, 1), shared_mem=0)
 
 
+def _odd_units(halves: int) -> int:
+    """A row stride in halves of an odd number of 16-byte units (odd_units in ir_staging.cuh)."""
+    return halves if halves // 8 % 2 else halves + 8
+
+
+def _expand_k(problem) -> int:
+    """The whole-block expand's k: C, the ones channel, zeros to whole k8 steps (expand_k there)."""
+    return _round_up(problem.C + 1, 8)
+
+
 def _zero_at_zero(act: str) -> bool:
     """Whether act(0) == 0: the whole-block kernels expand padding pixels (zero input, zero ones
     channel) to act(0) and need it to be the depthwise's zero padding."""
@@ -489,8 +499,7 @@ class InvertedResidualStream(_WholeInvertedResidual):
         k, s, hidden = problem.k, problem.stride, problem.hidden
         in_w = (config["tile_w"] - 1) * s + k
         window = (config["out_h"] - 1) * s + k
-        cin_pad, h_ld = _round_up(problem.C + 1, 8), hidden + 8
-        x_ld = cin_pad if cin_pad // 8 % 2 else cin_pad + 8
+        x_ld, h_ld = _odd_units(_expand_k(problem)), hidden + 8
         ring_bytes = window * in_w * h_ld * (4 if config["ring"] == "float" else 2)
         return ring_bytes + 2 * (_round_up(window * in_w, 16) * x_ld + hidden * x_ld
                                  + config["out_h"] * config["tile_w"] * h_ld + problem.C_out * h_ld)
@@ -556,7 +565,7 @@ class InvertedResidualTensorDepthwise(_WholeInvertedResidual):
         fragments, plus indices, pointers and fragments in flight."""
         pixels = config["out_h"] * config["tile_w"]
         tiles = ceil_div(pixels // 16 * (problem.C_out // 8), config["warps"])
-        need = 4 * tiles + 4 * ceil_div(problem.C + 1, 16) + 56
+        need = 4 * tiles + 4 * ceil_div(_expand_k(problem), 16) + 56
         return min(need, self._register_cap(problem, config))
 
     def shared_bytes(self, problem, config) -> int:
@@ -565,11 +574,10 @@ class InvertedResidualTensorDepthwise(_WholeInvertedResidual):
         channel, zeros to whole k8 steps), the expand and project weights, the chunk's hidden region
         and depthwise outputs (channel-major) and tap pairs, and the depthwise's biases as floats."""
         k, s, hidden, hc = problem.k, problem.stride, problem.hidden, config["hc"]
-        odd = lambda halves: halves if halves // 8 % 2 else halves + 8
         in_h = (config["out_h"] - 1) * s + k
-        region_w = odd(s * (config["tile_w"] + 8))
-        x_ld, h_ld = odd(_round_up(problem.C + 1, 8)), odd(hidden)
-        ch_ld, dw_ld = odd(in_h * region_w), odd(config["out_h"] * config["tile_w"])
+        region_w = _odd_units(s * (config["tile_w"] + 8))
+        x_ld, h_ld = _odd_units(_expand_k(problem)), _odd_units(hidden)
+        ch_ld, dw_ld = _odd_units(in_h * region_w), _odd_units(config["out_h"] * config["tile_w"])
         pairs = (k - 1) // s + 4
         return (2 * (in_h * region_w * x_ld + hidden * x_ld + problem.C_out * h_ld + hc * ch_ld + hc * dw_ld)
                 + _round_up(hc * k * s * pairs * 4, 16) + 4 * hidden)
