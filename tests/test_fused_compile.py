@@ -56,7 +56,8 @@ def test_both_families_and_both_ops_are_covered():
     names = {(p.op, f.name) for p, f, _ in cases()}
     assert names == {(op, f) for op in ("dwpw", "ir")
                      for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")} | {
-        ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc"), ("ir", "ir_stream_tc"), ("ir", "ir_tensor_dw")}
+        ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc"), ("ir", "ir_stream_tc"), ("ir", "ir_tensor_dw"),
+        ("ir", "ir_register_dw")}
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -136,10 +137,10 @@ def test_cluster_split_of_the_hidden_channels():
 
 
 def test_whole_block_families_need_act_zero_at_zero(monkeypatch):
-    """ir_stream_tc and ir_tensor_dw expand padding pixels to act(0), which must be the depthwise's
-    zero padding: they apply only to activations with act(0) == 0."""
+    """The whole-block families expand padding pixels to act(0), which must be the depthwise's zero
+    padding: they apply only to activations with act(0) == 0."""
     p = PROBLEMS[2]
-    families = (fused.IR_STREAM, fused.IR_TENSOR_DW)
+    families = (fused.IR_STREAM, fused.IR_TENSOR_DW, fused.IR_REGISTER_DW)
     assert all(f.applies(p) for f in families)
     monkeypatch.setattr(fused, "_zero_at_zero", lambda act: act != p.act)
     assert not any(f.applies(p) for f in families)

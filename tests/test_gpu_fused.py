@@ -36,7 +36,8 @@ def test_fused_blocks_match_reference(problem, arch):
     families = kernels.families_for(problem, arch)
     clusters = kernels.supports(fused.CLUSTER, arch) and problem.hidden >= 32       # two hidden chunks to share
     tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if clusters else set())
-    streams = {f.name for f in (fused.STREAM_PROJECT, fused.IR_STREAM, fused.IR_TENSOR_DW) if f.applies(problem)}
+    streams = {f.name for f in (fused.STREAM_PROJECT, fused.IR_STREAM, fused.IR_TENSOR_DW,
+                                                  fused.IR_REGISTER_DW) if f.applies(problem)}
     assert {f.name for f in families} == {"fused_block"} | (tensor_cores | streams if problem.dtype == "float16" else set())
     for family in families:
         valid = valid_configs(family, problem)
@@ -84,8 +85,13 @@ IR_STREAM = [
 # block, whose 35-row input region for 16 output rows does not fit its shared memory.
 IR_TENSOR_DW = [spec for spec in IR_STREAM if (spec["k"], spec["stride"]) != (5, 2)]
 
+# The inverted residual with its expanded rows in registers (ir_register_dw, 3x3 only): IR_STREAM's 3x3
+# blocks, and ReLU without bias at stride 2 with a width off the 7-column segments.
+IR_REGISTER_DW = [spec for spec in IR_STREAM if spec["k"] == 3] + [
+    dict(op="ir", N=2, C=16, H=9, W=30, C_out=16, k=3, stride=2, expansion=4, act="relu", bias=False)]
+
 EVERY_VALUE = [(fused.EXPAND_DEPTHWISE, PWDW), (fused.STREAM_PROJECT, STREAM_PROJECT), (fused.IR_STREAM, IR_STREAM),
-               (fused.IR_TENSOR_DW, IR_TENSOR_DW)]
+               (fused.IR_TENSOR_DW, IR_TENSOR_DW), (fused.IR_REGISTER_DW, IR_REGISTER_DW)]
 
 
 @pytest.mark.parametrize("family, problem", [(f, Problem(**s, dtype="float16", layout="nhwc"))
