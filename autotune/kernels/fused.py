@@ -619,41 +619,50 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
     from the next lane by shuffle, and runs the depthwise on half2 channel pairs - fp16 products and
     sums (HFMA2), the one stage of any family that does not accumulate in fp32; the family name records
     it, verification holds it to the same fp16 tolerance. Finished output rows go to shared memory once
-    for the projection (mma, fp32). A block owns the 14 (stride 2: 7) output columns whose windows fit
-    16 input columns, out_h rows, all channels; its warps split the hidden chunks. fp16 NHWC, 3x3,
+    for the projection (mma, fp32). A tile is the 14 (stride 2: 7) output columns whose windows fit 16
+    input columns by out_h rows, all channels; a block walks tiles_per_block tiles (the next one's x
+    staged while it computes this one), its warps splitting the hidden chunks. fp16 NHWC, 3x3,
     padding 1, stride 1 or 2; hidden channels a multiple of 16, C_out of 8."""
     name = "ir_register_dw"
     template = "ir_register_dw.cu.j2"
     entry = "ir_register_dw"
-    SEG_IN = 16                # input columns of a block: two n8 tiles of the expand
+    SEG_IN = 16                # input columns of a tile: two n8 tiles of the expand
 
     def applies(self, problem) -> bool:
         return (problem.op == "ir" and problem.k == 3 and problem.padding == 1 and problem.stride in (1, 2)
                 and super().applies(problem))
 
     def space(self, problem) -> dict:
-        return {"out_h": (1, 2, 4, 6, 8, 12, 16), "warps": (1, 2, 3, 4, 6, 8, 9, 12), "min_blocks": (1, 2, 3, 4)}
+        return {"out_h": (1, 2, 4, 6, 8, 12, 16), "warps": (1, 2, 3, 4, 6, 8, 9, 12), "min_blocks": (1, 2, 3, 4),
+                "tiles_per_block": (1, 2, 4, 8, 16)}
 
     def seg_out(self, problem) -> int:
-        """Output columns of a block: those whose windows fit its 16 input columns."""
+        """Output columns of a tile: those whose windows fit its 16 input columns."""
         return (self.SEG_IN - problem.k) // problem.stride + 1
+
+    def tiles(self, problem, config) -> int:
+        return ceil_div(problem.W_out, self.seg_out(problem)) * ceil_div(problem.H_out, config["out_h"]) * problem.N
 
     def threads(self, problem, config) -> int:
         return 32 * config["warps"]
 
     def registers(self, problem, config) -> int:
-        """Two chunks' weight fragments (this one's and the next, in flight), the depthwise's rows in
-        flight, plus indices, pointers and expand fragments."""
+        """Two chunks' fragments (a warp's own, one loaded per chunk when it has several), the
+        depthwise's rows in flight, plus indices, pointers and expand fragments."""
         chunk = 4 * (_expand_k(problem) // 16) + 2 + problem.k ** 2 + 1
         return min(2 * chunk + 64, self._register_cap(problem, config))
 
     def shared_bytes(self, problem, config) -> int:
-        """The template's layout (it asserts the same sum): x over the block's input rows and 16 columns
-        (C, the ones channel, zeros to whole k8 steps), and the depthwise outputs (16 / stride slots per
-        output row), row strides an odd number of 16-byte units."""
+        """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
+        the expand weights (C, the bias, zeros to whole k8 steps) and project weights, x over a tile's
+        input rows and 16 columns (two buffers when a block has several tiles), and the depthwise
+        outputs (16 / stride slots per output row)."""
+        x_ld, dw_ld = _odd_units(_expand_k(problem)), _odd_units(problem.hidden)
         in_rows = (config["out_h"] - 1) * problem.stride + problem.k
         slots = config["out_h"] * self.SEG_IN // problem.stride
-        return 2 * (in_rows * self.SEG_IN * _odd_units(_expand_k(problem)) + slots * _odd_units(problem.hidden))
+        x_bufs = 2 if config["tiles_per_block"] > 1 else 1
+        return 2 * (problem.hidden * x_ld + problem.C_out * dw_ld + x_bufs * in_rows * self.SEG_IN * x_ld
+                    + slots * dw_ld)
 
     def check(self, problem, config) -> str | None:
         reason = space_violation(self.space(problem), config)
@@ -667,24 +676,25 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
             return "the depthwise output slots are not whole m16 tiles (stride 2: out_h even)"
         if config["out_h"] > max(2, 2 * problem.H_out):
             return "out_h far larger than the output (pruned)"
+        if config["tiles_per_block"] > 1 and self.tiles(problem, config) < 2 * config["tiles_per_block"] * 132:
+            return "too few tiles to give every SM's blocks several (pruned)"
         return self._resource_violation(problem, config)
 
     @staticmethod
     def _default_candidates(problem):
-        """4 output rows, the hidden chunks over 3 warps, then others."""
-        return [{"out_h": out_h, "warps": warps, "min_blocks": 1}
+        """4 output rows, the hidden chunks over 3 warps, one tile per block; then others."""
+        return [{"out_h": out_h, "warps": warps, "min_blocks": 1, "tiles_per_block": 1}
                 for out_h in (4, 2, 8) for warps in (3, 2, 4, 1, 6, 9)]
 
     def template_params(self, problem, config) -> dict:
         return {"OUT_H": config["out_h"], "WARPS": config["warps"], "MIN_BLOCKS": config["min_blocks"],
-                "C_IN": problem.C, "HIDDEN": problem.hidden, "C_OUT": problem.C_out,
-                "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
+                "TILES_PER_BLOCK": config["tiles_per_block"], "C_IN": problem.C, "HIDDEN": problem.hidden,
+                "C_OUT": problem.C_out, "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
                 "SHARED_BYTES": self.shared_bytes(problem, config)}
 
     def launch(self, problem, config) -> Launch:
-        return Launch(grid=tile_grid(problem, config["out_h"], self.seg_out(problem), problem.C_out, problem.C_out),
+        return Launch(grid=(ceil_div(self.tiles(problem, config), config["tiles_per_block"]), 1, 1),
                       block=(self.threads(problem, config), 1, 1), shared_mem=self.shared_bytes(problem, config))
-
 
 SIMT = SimtFusedBlock()
 TENSOR_CORE = TensorCoreFusedBlock()
