@@ -654,15 +654,14 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
-        the expand weights (C, the bias, zeros to whole k8 steps) and project weights, x over a tile's
-        input rows and 16 columns (two buffers when a block has several tiles), and the depthwise
-        outputs (16 / stride slots per output row)."""
+        x over a tile's input rows and 16 columns (C, the ones channel, zeros to whole k8 steps; two
+        buffers when a block has several tiles), and the depthwise outputs (16 / stride slots per output
+        row)."""
         x_ld, dw_ld = _odd_units(_expand_k(problem)), _odd_units(problem.hidden)
         in_rows = (config["out_h"] - 1) * problem.stride + problem.k
         slots = config["out_h"] * self.SEG_IN // problem.stride
         x_bufs = 2 if config["tiles_per_block"] > 1 else 1
-        return 2 * (problem.hidden * x_ld + problem.C_out * dw_ld + x_bufs * in_rows * self.SEG_IN * x_ld
-                    + slots * dw_ld)
+        return 2 * (x_bufs * in_rows * self.SEG_IN * x_ld + slots * dw_ld)
 
     def check(self, problem, config) -> str | None:
         reason = space_violation(self.space(problem), config)
