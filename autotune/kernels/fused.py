@@ -621,7 +621,8 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
     it, verification holds it to the same fp16 tolerance. Finished output rows go to shared memory once
     for the projection (mma, fp32). A tile is the 14 (stride 2: 7) output columns whose windows fit 16
     input columns by out_h rows, all channels; a block walks tiles_per_block tiles (the next one's x
-    staged while it computes this one), its warps splitting the hidden chunks. fp16 NHWC, 3x3,
+    staged while it computes this one), its warps splitting the hidden chunks; the 1x1 weights are
+    staged per block or loaded from global memory (L1) into fragments (`weights`). fp16 NHWC, 3x3,
     padding 1, stride 1 or 2; hidden channels a multiple of 16, C_out of 8."""
     name = "ir_register_dw"
     template = "ir_register_dw.cu.j2"
@@ -634,7 +635,7 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
 
     def space(self, problem) -> dict:
         return {"out_h": (1, 2, 4, 6, 8, 12, 16), "warps": (1, 2, 3, 4, 6, 8, 9, 12), "min_blocks": (1, 2, 3, 4),
-                "tiles_per_block": (1, 2, 4, 8, 16)}
+                "tiles_per_block": (1, 2, 4, 8, 16), "weights": ("global", "shared")}
 
     def seg_out(self, problem) -> int:
         """Output columns of a tile: those whose windows fit its 16 input columns."""
@@ -654,14 +655,15 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
-        x over a tile's input rows and 16 columns (C, the ones channel, zeros to whole k8 steps; two
-        buffers when a block has several tiles), and the depthwise outputs (16 / stride slots per output
-        row)."""
+        the 1x1 weights where staged (the expand's with its bias column, zeros to whole k8 steps), x over
+        a tile's input rows and 16 columns (likewise; two buffers when a block has several tiles), and
+        the depthwise outputs (16 / stride slots per output row)."""
         x_ld, dw_ld = _odd_units(_expand_k(problem)), _odd_units(problem.hidden)
         in_rows = (config["out_h"] - 1) * problem.stride + problem.k
         slots = config["out_h"] * self.SEG_IN // problem.stride
         x_bufs = 2 if config["tiles_per_block"] > 1 else 1
-        return 2 * (x_bufs * in_rows * self.SEG_IN * x_ld + slots * dw_ld)
+        weights = problem.hidden * x_ld + problem.C_out * dw_ld if config["weights"] == "shared" else 0
+        return 2 * (weights + x_bufs * in_rows * self.SEG_IN * x_ld + slots * dw_ld)
 
     def check(self, problem, config) -> str | None:
         reason = space_violation(self.space(problem), config)
@@ -681,13 +683,15 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
 
     @staticmethod
     def _default_candidates(problem):
-        """4 output rows, the hidden chunks over 3 warps, one tile per block; then others."""
-        return [{"out_h": out_h, "warps": warps, "min_blocks": 1, "tiles_per_block": 1}
+        """4 output rows, the hidden chunks over 3 warps, one tile per block, weights from global memory;
+        then others."""
+        return [{"out_h": out_h, "warps": warps, "min_blocks": 1, "tiles_per_block": 1, "weights": "global"}
                 for out_h in (4, 2, 8) for warps in (3, 2, 4, 1, 6, 9)]
 
     def template_params(self, problem, config) -> dict:
         return {"OUT_H": config["out_h"], "WARPS": config["warps"], "MIN_BLOCKS": config["min_blocks"],
-                "TILES_PER_BLOCK": config["tiles_per_block"], "C_IN": problem.C, "HIDDEN": problem.hidden,
+                "TILES_PER_BLOCK": config["tiles_per_block"], "WEIGHTS_SHARED": config["weights"] == "shared",
+                "C_IN": problem.C, "HIDDEN": problem.hidden,
                 "C_OUT": problem.C_out, "RESIDUAL": problem.residual, "X_VEC": copy_width(problem),
                 "SHARED_BYTES": self.shared_bytes(problem, config)}
 
