@@ -14,7 +14,7 @@ from autotune import cli, kernels
 from autotune.exporters import trt_python
 from autotune.exporters.trt_python import (SymInt, evaluate, export_python_plugins, format_reason, padded8,
                                            select_variants, symbolic_args, symbolic_launch, trt_param_order)
-from autotune.kernels import depthwise, pointwise
+from autotune.kernels import depthwise, fused, pointwise
 from autotune.problem import Problem
 from autotune.searchspace import valid_configs
 from autotune.store import FAILED, OK, WRONG, Store
@@ -342,6 +342,25 @@ def test_symbolic_launch_renders_code_equal_to_launch():
                 want = (*launch.grid, *launch.block, launch.shared_mem)
                 assert tuple(evaluate(e, env) for e in exprs) == want
                 assert tuple(eval(trt_python.code_of(e), {}, env) for e in exprs) == want
+
+
+def test_whole_block_launches_are_symbolic_in_n_h_w():
+    """The one-kernel inverted residuals round their channel counts to the template's row strides
+    (odd 16-byte units), which a SymInt cannot do: compiled for C and C_out, they keep them concrete,
+    and their launches stay exact for any N, H and W (`autotune export-trt` crashed on them)."""
+    p = Problem("ir", 1, 16, 10, 9, C_out=24, k=3, expansion=6, act="relu6", dtype="float16", layout="nhwc")
+    whole = [f for f in kernels.families_for(p, "sm_90") if f in (fused.IR_STREAM, fused.IR_TENSOR_DW, fused.IR_REGISTER_DW)]
+    assert len(whole) == 3
+    for family in whole:
+        for config in [family.default_config(p), *_configs(family, p, 3, family.name)]:
+            sym = symbolic_launch(family, p, config)
+            exprs = (*sym["grid"], *sym["block"], sym["shared_mem"])
+            for changes in SHAPES:
+                q = p.replace(**changes)
+                env = dict(N=q.N, C=q.C, H=q.H, W=q.W, C_out=q.C_out)
+                launch = family.launch(q, config)
+                want = (*launch.grid, *launch.block, launch.shared_mem)
+                assert tuple(eval(trt_python.code_of(e), {}, env) for e in exprs) == want, family.name
 
 
 def test_symint_keeps_the_symbol_on_the_left():

@@ -124,12 +124,14 @@ def evaluate(value, env: dict) -> int:
 
 class SymbolicProblem:
     """A Problem whose sizes N, C, H, W, C_out are SymInts; everything else (k, stride, padding,
-    layout, dtype, ...) comes from the concrete problem. Enough for families' launch()."""
+    layout, dtype, ...) comes from the concrete problem. Enough for families' launch(). With
+    exact_channels (a family compiled for the problem's C and C_out, serving only those) the channel
+    counts stay ints: such launches may round them as the template does (odd 16-byte row strides)."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, exact_channels: bool = False):
         self._problem = problem
         for n in SIZE_NAMES:
-            setattr(self, n, SymInt.name(n))
+            setattr(self, n, getattr(problem, n) if exact_channels and n in ("C", "C_out") else SymInt.name(n))
 
     def __getattr__(self, name):          # only called for what __init__ did not set
         return getattr(self._problem, name)
@@ -153,7 +155,7 @@ def padded8(c):
 def symbolic_launch(family, problem: Problem, config: dict) -> dict:
     """launch() on symbolic sizes: {'grid': (3 exprs), 'block': (3), 'shared_mem': expr}, each an int or
     a SymInt over N, C, H, W, C_out."""
-    launch = family.launch(SymbolicProblem(problem), config)
+    launch = family.launch(SymbolicProblem(problem, getattr(family, "exact_channels", False)), config)
     return {"grid": tuple(launch.grid), "block": tuple(launch.block), "shared_mem": launch.shared_mem}
 
 
