@@ -168,6 +168,8 @@ def test_launch_expressions_match_the_families(db, header):  # noqa: F811
                 sizes = dict(N=rng.randint(1, 4), C=rng.choice([8, 16, 24, 40, 64]), H=rng.randint(5, 40),
                              W=rng.randint(5, 40))
                 sizes["C_out"] = rng.choice([8, 24, 48]) if p.op != "dw" else sizes["C"]
+                if getattr(family, "exact_channels", False):    # it serves only its own channel counts
+                    sizes.update(C=p.C, C_out=p.C_out)
                 q = replace(p, **sizes)
                 launch = family.launch(q, v.config)
                 assert [_py(e, sizes) for e in geometry] == [*launch.grid, *launch.block, launch.shared_mem]
@@ -198,6 +200,8 @@ def test_header_compiles_and_computes_the_same_launches(db, header, cpp_dir, tmp
         for _ in range(3):
             s = dict(N=rng.randint(1, 4), C=rng.choice([8, 16, 24, 32]), H=rng.randint(3, 50), W=rng.randint(3, 50))
             s["C_out"] = rng.choice([8, 16, 40]) if r["op"] != "dw" else s["C"]
+            if getattr(kernels.family_named(r["family"]), "exact_channels", False):   # serves only its own
+                s.update(C=r["dims"][1], C_out=r["dims"][4])
             cases.append((r["index"], s))
     driver = tmp_path / "driver.cpp"
     driver.write_text(
