@@ -36,14 +36,15 @@ def _good_fields():
 def test_bad_kernel_loses_only_the_worker(code, reason, timeout_s):
     fam = depthwise.NCHW
     config = fam.default_config(PROBLEM)
+    slow = 60       # the other requests' limit: under pytest -n a good measurement can take over 10 s
     with GpuWorker(timeout_s=timeout_s) as worker:
         worker.request("prepare", PROBLEM.to_dict(), 0)
-        worker.request("upload", 0)
+        worker.request("upload", 0, timeout_s=slow)
         with pytest.raises(WorkerLost, match=reason):
             worker.request("measure", fam.name, config, _fields(code))
         # A fresh worker takes over and measures a good kernel.
         worker.request("prepare", PROBLEM.to_dict(), 0)
-        worker.request("upload", 0)
-        record = worker.request("measure", fam.name, config, _good_fields())
+        worker.request("upload", 0, timeout_s=slow)
+        record = worker.request("measure", fam.name, config, _good_fields(), timeout_s=slow)
         assert record["status"] == "ok" and record["time_us"] > 0
         assert worker.restarts == 1
