@@ -651,7 +651,7 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
         """Two chunks' fragments (a warp's own, one loaded per chunk when it has several), the
         depthwise's rows in flight, plus indices, pointers and expand fragments."""
         chunk = 4 * (_expand_k(problem) // 16) + 2 + problem.k ** 2 + 1
-        return min(2 * chunk + 64, self._register_cap(problem, config))
+        return min(2 * chunk + 72, self._register_cap(problem, config))
 
     def shared_bytes(self, problem, config) -> int:
         """The template's layout (it asserts the same sum), row strides an odd number of 16-byte units:
