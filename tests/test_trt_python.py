@@ -329,19 +329,23 @@ def test_hwc8_arguments_use_padded_strides(plugins):
         assert evaluate(sym[7], env) == evaluate(sym[8], env) == -(-c // 8) * 8
 
 
+def _assert_symbolic_launch_is_launch(family, p, config):
+    """launch() on symbolic sizes, evaluated and rendered as code, equals launch() for SHAPES' sizes."""
+    sym = symbolic_launch(family, p, config)
+    exprs = (*sym["grid"], *sym["block"], sym["shared_mem"])
+    for changes in SHAPES:
+        q = p.replace(**changes)
+        env = dict(N=q.N, C=q.C, H=q.H, W=q.W, C_out=q.C_out)
+        launch = family.launch(q, config)
+        want = (*launch.grid, *launch.block, launch.shared_mem)
+        assert tuple(evaluate(e, env) for e in exprs) == want, (family.name, config, changes)
+        assert tuple(eval(trt_python.code_of(e), {}, env) for e in exprs) == want, (family.name, config, changes)
+
+
 def test_symbolic_launch_renders_code_equal_to_launch():
     for p in PROBLEMS.values():
         for family in kernels.families_for(p):
-            config = family.default_config(p)
-            sym = symbolic_launch(family, p, config)
-            exprs = (*sym["grid"], *sym["block"], sym["shared_mem"])
-            for changes in SHAPES:
-                q = p.replace(**changes)
-                env = dict(N=q.N, C=q.C, H=q.H, W=q.W, C_out=q.C_out)
-                launch = family.launch(q, config)
-                want = (*launch.grid, *launch.block, launch.shared_mem)
-                assert tuple(evaluate(e, env) for e in exprs) == want
-                assert tuple(eval(trt_python.code_of(e), {}, env) for e in exprs) == want
+            _assert_symbolic_launch_is_launch(family, p, family.default_config(p))
 
 
 def test_whole_block_launches_are_symbolic_in_n_h_w():
@@ -353,14 +357,7 @@ def test_whole_block_launches_are_symbolic_in_n_h_w():
     assert len(whole) == 3
     for family in whole:
         for config in [family.default_config(p), *_configs(family, p, 3, family.name)]:
-            sym = symbolic_launch(family, p, config)
-            exprs = (*sym["grid"], *sym["block"], sym["shared_mem"])
-            for changes in SHAPES:
-                q = p.replace(**changes)
-                env = dict(N=q.N, C=q.C, H=q.H, W=q.W, C_out=q.C_out)
-                launch = family.launch(q, config)
-                want = (*launch.grid, *launch.block, launch.shared_mem)
-                assert tuple(eval(trt_python.code_of(e), {}, env) for e in exprs) == want, family.name
+            _assert_symbolic_launch_is_launch(family, p, config)
 
 
 def test_symint_keeps_the_symbol_on_the_left():
