@@ -628,6 +628,7 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
     template = "ir_register_dw.cu.j2"
     entry = "ir_register_dw"
     SEG_IN = 16                # input columns of a tile: two n8 tiles of the expand
+    LARGE_GPU_SMS = 132        # (H100 SXM) below two waves of multi-tile blocks there, one tile per block wins
 
     def applies(self, problem) -> bool:
         return (problem.op == "ir" and problem.k == 3 and problem.padding == 1 and problem.stride in (1, 2)
@@ -677,7 +678,7 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
             return "the depthwise output slots are not whole m16 tiles (stride 2: out_h even)"
         if config["out_h"] > max(2, 2 * problem.H_out):
             return "out_h far larger than the output (pruned)"
-        if config["tiles_per_block"] > 1 and self.tiles(problem, config) < 2 * config["tiles_per_block"] * 132:
+        if config["tiles_per_block"] > 1 and self.tiles(problem, config) < 2 * config["tiles_per_block"] * self.LARGE_GPU_SMS:
             return "too few tiles to give every SM's blocks several (pruned)"
         return self._resource_violation(problem, config)
 
