@@ -145,3 +145,22 @@ def test_whole_block_families_need_act_zero_at_zero(monkeypatch):
     monkeypatch.setattr(fused, "_zero_at_zero", lambda act: act != p.act)
     assert not any(f.applies(p) for f in families)
 
+
+
+def test_register_depthwise_tiles_cover_the_output():
+    """ir_register_dw: a tile is the outputs whose 3x3 windows fit 16 input columns (14, or 7 at stride
+    2); the grid has a block per tiles_per_block tiles of every image, and stride 2 needs an even out_h
+    (two output rows of 8 slots make one m16 tile of the projection)."""
+    f = fused.IR_REGISTER_DW
+    for stride, seg in ((1, 14), (2, 7)):
+        p = Problem("ir", N=3, C=16, H=29, W=31, C_out=24, k=3, stride=stride, expansion=6, act="relu6",
+                    dtype="float16", layout="nhwc")
+        assert f.applies(p) and f.seg_out(p) == seg
+        config = {**f.default_config(p), "out_h": 4}
+        tiles = -(-p.W_out // seg) * -(-p.H_out // 4) * p.N
+        assert f.tiles(p, config) == tiles and f.launch(p, config).grid == (tiles, 1, 1)
+        assert f.launch(p, {**config, "tiles_per_block": 2}).grid == (-(-tiles // 2), 1, 1)
+        odd = f.check(p, {**config, "out_h": 1})
+        assert (odd is None) == (stride == 1)
+    assert not f.applies(Problem("ir", N=1, C=16, H=9, W=9, C_out=24, k=5, expansion=6, act="relu6",
+                                 dtype="float16", layout="nhwc"))
