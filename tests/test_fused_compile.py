@@ -146,7 +146,6 @@ def test_whole_block_families_need_act_zero_at_zero(monkeypatch):
     assert not any(f.applies(p) for f in families)
 
 
-
 def test_register_depthwise_tiles_cover_the_output():
     """ir_register_dw: a tile is the outputs whose 3x3 windows fit 16 input columns (14, or 7 at stride
     2); the grid has a block per tiles_per_block tiles of every image, and stride 2 needs an even out_h

@@ -36,8 +36,8 @@ def test_fused_blocks_match_reference(problem, arch):
     families = kernels.families_for(problem, arch)
     clusters = kernels.supports(fused.CLUSTER, arch) and problem.hidden >= 32       # two hidden chunks to share
     tensor_cores = {"fused_block_tc"} | ({"fused_block_tc_cluster"} if clusters else set())
-    streams = {f.name for f in (fused.STREAM_PROJECT, fused.IR_STREAM, fused.IR_TENSOR_DW,
-                                                  fused.IR_REGISTER_DW) if f.applies(problem)}
+    streams = {f.name for f in (fused.STREAM_PROJECT, fused.IR_STREAM, fused.IR_TENSOR_DW, fused.IR_REGISTER_DW)
+               if f.applies(problem)}
     assert {f.name for f in families} == {"fused_block"} | (tensor_cores | streams if problem.dtype == "float16" else set())
     for family in families:
         valid = valid_configs(family, problem)
