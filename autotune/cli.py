@@ -261,12 +261,12 @@ def cmd_show(args) -> int:
         return 2
     for g in gpus:
         print(f"{g['id']}: {g['sm_count']} SMs, copy bandwidth {g['copy_bandwidth'] / 1e9:.0f} GB/s, measured {g['measured_at']}")
-        rows = [summary_row(store, g["id"], store.problem(r["problem"]))
-                for r in store.db.query("select problem from best where gpu = ? order by problem", [g["id"]])]
-        print(format_table(rows))
         blocks = [r["problem"] for r in store.db.query(
             "select distinct problem from plan_times where gpu = ? order by problem", [g["id"]])] \
             if store.db["plan_times"].exists() else []      # (databases from before plans were timed)
+        tuned = [r["problem"] for r in store.db.query("select problem from best where gpu = ?", [g["id"]])]
+        rows = [summary_row(store, g["id"], store.problem(key)) for key in sorted(set(tuned) | set(blocks))]
+        print(format_table(rows))
         if blocks:
             from .plans import format_timed
             print("blocks' plans timed whole (lookup runs the fastest):")

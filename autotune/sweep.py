@@ -111,11 +111,14 @@ def run_sweep(problems, store: st.Store, device_id: int = 0, trials: int = 40, t
                                memory_floor_us(problem, gpu_info["copy_bandwidth"]),
                                f"{problem.min_bytes()} bytes at {gpu_info['copy_bandwidth'] / 1e9:.0f} GB/s")
             families = kernels.families_for(problem, arch)
-            s.use(problem, pseed % 2**31)
-            result = tune(problem, families, gpu, store, s.measure, compiler, arch,
-                          trials=budget, timeout_s=timeout_s / len(budgets) if timeout_s else None, seed=seed,
-                          seeds=transfer_seeds(store, gpu, problem, families) if final and len(budgets) > 1 else (),
-                          progress=(lambda r: progress("trial", r)) if progress else None)
+            if families:
+                s.use(problem, pseed % 2**31)
+                result = tune(problem, families, gpu, store, s.measure, compiler, arch,
+                              trials=budget, timeout_s=timeout_s / len(budgets) if timeout_s else None, seed=seed,
+                              seeds=transfer_seeds(store, gpu, problem, families) if final and len(budgets) > 1 else (),
+                              progress=(lambda r: progress("trial", r)) if progress else None)
+            else:           # a block no family runs whole: only its plans are timed (below)
+                result = TuneResult(problem)
             if progress and final:
                 progress("done", result)
             return result
@@ -152,14 +155,18 @@ def time_block_plans(blocks, store: st.Store, gpu: str, session: _GpuSession, pr
 
 
 def summary_row(store: st.Store, gpu: str, problem: Problem, measured: int = 0) -> Row:
+    """The problem's time as lookup runs it: a block's fastest plan timed whole where its plans were
+    timed (a one-kernel block that loses to three kernels is not the block's time), else its fastest
+    kernel."""
     best = store.best(gpu, problem.key)
+    plans = store.plan_times(gpu, problem.key) if problem.op in FUSED_OPS else {}
+    best_us = min(plans.values()) if plans else best["time_us"] if best else None
     peers = store.baselines(gpu, problem.key)
     floor = peers.get("memory_floor")
     if floor is None:
         info = store.gpu(gpu)
         floor = memory_floor_us(problem, info["copy_bandwidth"])
-    return Row(problem, best["time_us"] if best else None, peers.get("cudnn"), peers.get("cudnn_conv"),
-               floor, measured)
+    return Row(problem, best_us, peers.get("cudnn"), peers.get("cudnn_conv"), floor, measured)
 
 
 def format_table(rows: list[Row]) -> str:

@@ -65,6 +65,29 @@ def test_show_lists_best_variants(capsys, tmp_path):
     assert code == 0 and f"  {block.key}: pwdw,pw 31.0 us, pw,dw,pw 33.2 us" in out
 
 
+def test_show_gives_a_block_its_fastest_plan(capsys, tmp_path):
+    """A block's row is the time lookup runs it in: its fastest plan timed whole, not its fastest
+    one-kernel trial; a block with plans but no such trial is listed too."""
+    db = tmp_path / "s.db"
+    store = Store(db)
+    gid = store.add_gpu({"name": "Test GPU", "compute_capability": "9.0", "arch": "sm_90", "sm_count": 132,
+                         "l2_bytes": 1, "memory_bytes": 1, "copy_bandwidth": 3e12})
+    block = Problem("ir", 16, 24, 56, 56, C_out=24, k=3, expansion=6, act="relu6", dtype="float32", layout="nhwc")
+    wide = Problem("ir", 16, 160, 7, 7, C_out=320, k=3, expansion=6, act="relu6", dtype="float32", layout="nhwc")
+    for p in (block, wide):
+        store.add_problem(p)
+        store.add_baseline(gid, p, "cudnn", 100.0)
+    store.add_trial(gid, block, "fused_block", {"x": 1}, OK, time_us=80.0)
+    store.set_plan_times(gid, block, [{"plan": "ir", "time_us": 80.0}, {"plan": "pw,dw,pw", "time_us": 25.0}])
+    store.set_plan_times(gid, wide, [{"plan": "pw,dw,pw", "time_us": 40.0}])
+    code, out, _ = run(capsys, "show", "--db", str(db))
+    rows = {size: line for line in out.splitlines() if line.startswith("ir ") for size in ("56x56", "7x7")
+            if f" {size} " in line}
+    assert code == 0 and len(rows) == 2
+    assert "   25.00" in rows["56x56"] and "4.00x" in rows["56x56"]
+    assert "   40.00" in rows["7x7"] and "2.50x" in rows["7x7"]
+
+
 def test_show_missing_database(capsys, tmp_path):
     code, _, err = run(capsys, "show", "--db", str(tmp_path / "missing.db"))
     assert code == 2 and "no tuning database" in err

@@ -117,3 +117,13 @@ def test_pwdw_without_its_fused_kernel_runs_as_two_kernels():
     plan = choose_plan(nchw, None, H100)
     assert plan.depth == 1 and "nothing measured" in plan.reason
     assert plan_name(choose_plan(FIRST_HALF, None, H100).steps) == "pwdw"      # fp16 NHWC: fused
+
+
+def test_a_block_no_family_runs_whole_runs_as_its_kernels():
+    """MobileNetV2's widest fp32 block fits no one-kernel family (it stages the input tile with all its
+    channels) but each of its convolutions has one: the sweep tunes it (its plans) and lookup runs it."""
+    from autotune import kernels
+    wide = Problem("ir", 16, 160, 7, 7, C_out=320, k=3, expansion=6, act="relu6", dtype="float32", layout="nhwc")
+    assert kernels.families_for(wide) == [] and all(kernels.families_for(s) for s in wide.stages())
+    assert kernels.runnable([wide, BLOCK]) == ([wide, BLOCK], [])
+    assert [d for d, _ in candidate_plans(wide)][-1] == 1

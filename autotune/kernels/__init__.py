@@ -137,10 +137,11 @@ def families_for(problem, arch: str | None = None):
 
 
 def runnable(problems) -> tuple[list, list]:
-    """(problems some family runs, problems none does: PyTorch keeps those)."""
+    """(problems our kernels run, problems they do not: PyTorch keeps those). A block runs when a family
+    runs it whole or, failing that, one runs each of its convolutions (its depth-1 plan)."""
     fit, unfit = [], []
     for p in problems:
-        (fit if families_for(p) else unfit).append(p)
+        (fit if families_for(p) or all(families_for(s) for s in p.stages()) else unfit).append(p)
     return fit, unfit
 
 
