@@ -27,6 +27,8 @@ PROBLEMS = [
             dtype="float16", layout="nhwc"),
     Problem("pwdw", N=2, C=12, H=13, W=22, C_out=72, k=5, act="relu", bias=False, dtype="float16", layout="nhwc"),
     Problem("pwdw", N=16, C=160, H=7, W=7, C_out=960, k=3, act="relu6", dtype="float16", layout="nhwc"),
+    Problem("pwdw", N=2, C=24, H=17, W=9, C_out=144, k=3, stride=2, act="relu6", dtype="float32", layout="nhwc"),
+    Problem("pwdw", N=1, C=5, H=15, W=31, C_out=40, k=5, act="relu", bias=False, dtype="float16", layout="nchw"),
     Problem("pwdw", N=16, C=16, H=112, W=112, C_out=96, k=3, stride=2, act="relu6", dtype="float16", layout="nhwc"),
 ]
 PER_PROBLEM = 3
@@ -56,7 +58,7 @@ def test_both_families_and_both_ops_are_covered():
     names = {(p.op, f.name) for p, f, _ in cases()}
     assert names == {(op, f) for op in ("dwpw", "ir")
                      for f in ("fused_block", "fused_block_tc", "fused_block_tc_cluster")} | {
-        ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc"), ("ir", "ir_stream_tc"), ("ir", "ir_tensor_dw"),
+        ("pwdw", "fused_block"), ("pwdw", "fused_block_tc"), ("pwdw", "expand_depthwise_tc"), ("dwpw", "dwpw_stream_tc"), ("ir", "ir_stream_tc"), ("ir", "ir_tensor_dw"),
         ("ir", "ir_register_dw")}
 
 

@@ -114,3 +114,23 @@ def test_every_parameter_value_matches_reference(family, problem, arch):
 def test_pwdw_problems_have_only_the_expand_depthwise_family(arch):
     for spec in PWDW:
         assert kernels.families_for(Problem(**spec, dtype="float16", layout="nhwc"), arch) == [fused.EXPAND_DEPTHWISE]
+
+
+@pytest.mark.parametrize("problem", [Problem(**spec, dtype=dtype, layout=layout) for spec in PWDW[:3]
+                                     for dtype, layout in (("float32", "nhwc"), ("float32", "nchw"), ("float16", "nchw"))],
+                         ids=lambda p: p.key)
+def test_pwdw_elsewhere_runs_on_the_fused_block_families(problem, arch):
+    """fp32 and NCHW pwdw (the blocks' other depth-2 plan): fused_block without its projection, its
+    blocks owning output (hidden) channels; the default and every parameter value."""
+    from autotune.runner import ProblemData, load_function, verify
+    families = kernels.families_for(problem, arch)
+    assert {f.name for f in families} == {"fused_block"} | ({"fused_block_tc"} if problem.dtype == "float16" else set())
+    data = ProblemData.create(problem, seed=hash(problem.key) % 1000)
+    rng = random.Random(problem.key)
+    for family in families:
+        configs = every_parameter_value(family, problem, rng)
+        binaries = compiler.compile_many([codegen.render(family, problem, c).code for c in configs], arch)
+        for config, binary in zip(configs, binaries):
+            assert not isinstance(binary, Exception), f"{family.name} {config}: {binary}"
+            ok, err = verify(load_function(binary, family.entry), family.launch(problem, config), data)
+            assert ok, f"{family.name} {config}: worst error / tolerance = {err}"

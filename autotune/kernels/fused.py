@@ -1,6 +1,7 @@
 """Fused-block families. templates/fused_block.cu.j2: a dwpw block or a whole inverted residual in one
-kernel, on CUDA cores (fp32 math, both dtypes) or with the 1x1s on tensor cores (fp16).
-templates/expand_depthwise.cu.j2: an expand 1x1 and its depthwise (pwdw), fp16 NHWC (ExpandDepthwise).
+kernel, on CUDA cores (fp32 math, both dtypes) or with the 1x1s on tensor cores (fp16); also pwdw
+where ExpandDepthwise does not run it (fp32, NCHW). templates/expand_depthwise.cu.j2: an expand 1x1
+and its depthwise (pwdw), fp16 NHWC (ExpandDepthwise).
 
 A block owns tile_h x tile_w output pixels and block_n output channels and walks the hidden channels
 kc at a time; the 1x1's accumulators live in registers across the walk. Output channels beyond
@@ -48,9 +49,11 @@ class _FusedBlock:
 
     def applies(self, problem) -> bool:
         """A fused block whose smallest tiles fit in shared memory (the expand stages the input tile
-        with all its channels: wide fp32 blocks do not fit and run unfused)."""
+        with all its channels: wide fp32 blocks do not fit and run unfused); pwdw only where the
+        tensor-core ExpandDepthwise does not run it."""
         smallest = {"tile": "4x4", "kc": 16, "block_n": 16}
-        return problem.op in ("dwpw", "ir") and self.shared_bytes(problem, smallest) <= MAX_SHARED_BYTES
+        ops = ("dwpw", "ir") + (("pwdw",) if not EXPAND_DEPTHWISE.applies(problem) else ())
+        return problem.op in ops and self.shared_bytes(problem, smallest) <= MAX_SHARED_BYTES
 
     # ---- shared pieces --------------------------------------------------------------------------
     def _tile_space(self):
@@ -72,11 +75,12 @@ class _FusedBlock:
         row_pad, op_pad = self._row_pads(problem)
         in_pix = ((th - 1) * s + k) * ((tw - 1) * s + k)
         in_rows = _round_up(in_pix, 16)
-        expand = problem.op == "ir" and problem.expansion > 1
+        expand = problem.op == "ir" and problem.expansion > 1 or problem.op == "pwdw"
+        project = problem.op != "pwdw"
         x_ld = _round_up(problem.C, 16) + row_pad
         bufs = 2 if weight_copy_width(problem, self.tensor_cores) > 1 else 1
-        tiles = [in_rows * (kc + row_pad)] * (1 if expand else bufs) + [th * tw * (kc + op_pad)]
-        tiles += [bn * (kc + op_pad)] * bufs
+        tiles = [in_rows * (kc + row_pad)] * (1 if expand else bufs) + [th * tw * (kc + op_pad) if project else 1]
+        tiles += [bn * (kc + op_pad) if project else 1] * bufs
         tiles += [in_rows * x_ld] + [kc * x_ld] * bufs if expand else [1] * (1 + bufs)
         # each tile starts 16-byte aligned (struct Smem in the template); then two ChunkParams (floats:
         # depthwise weights, expand and depthwise biases)
@@ -106,6 +110,8 @@ class _FusedBlock:
             return f"kc={config['kc']} beyond the {problem.hidden} hidden channels (pruned)"
         if config["kc"] % copy_width(problem):
             return "kc must be whole copies"
+        if problem.op == "pwdw" and config["block_n"] % config["kc"]:
+            return "pwdw: a block's output channels must be whole chunks of kc"
         return resource_violation(self.threads(problem, config), self.shared_bytes(problem, config),
                                   self.registers(problem, config), min_threads=32)
 
@@ -128,7 +134,7 @@ class _FusedBlock:
         th, tw = self.tile(config)
         return {"TILE_H": th, "TILE_W": tw, "KC": config["kc"], "BLOCK_N": config["block_n"],
                 "CIN_PAD": _round_up(problem.C, 16), "VEC": copy_width(problem),
-                "EXPANSION": problem.expansion, "RESIDUAL": problem.residual,
+                "EXPANSION": problem.expansion, "RESIDUAL": problem.residual, "PROJECT": problem.op != "pwdw",
                 "WEIGHT_VEC": weight_copy_width(problem, self.tensor_cores),
                 "TENSOR_CORES": self.tensor_cores, "CLUSTER_K": config.get("cluster_k", 1),
                 **{name.upper(): config[name] for name in self.thread_params}}
@@ -229,7 +235,7 @@ class ClusterFusedBlock(TensorCoreFusedBlock):
         return None
 
     def applies(self, problem) -> bool:
-        return super().applies(problem) and problem.hidden >= 32       # two chunks of 16 to share
+        return super().applies(problem) and problem.op != "pwdw" and problem.hidden >= 32   # two chunks of 16 to share
 
     def _default_candidates(self):
         for cluster_k in (2, 4, 8):
