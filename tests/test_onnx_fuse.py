@@ -507,7 +507,7 @@ def test_blocks_follow_the_tuned_plan(tmp_path):
     assert report.fused[0].problem_key == first.key
     for depth, steps in candidate_plans(first):       # fused slow, stages fast: run it unfused
         for step in steps:
-            if not kernels.families_for(step.problem):     # (no pwdw kernel for fp32 NCHW: that plan is left out)
+            if not kernels.families_for(step.problem):     # (a step no kernel fits, e.g. a wide fp32 pwdw: that plan is left out)
                 continue
             family = kernels.families_for(step.problem)[0]
             store.add_problem(step.problem)

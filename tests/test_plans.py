@@ -109,14 +109,18 @@ def test_plans_timed_whole_win_over_estimates(tmp_path):
     assert "estimated" in choose_plan(HALF, store, H100).reason
 
 
-def test_pwdw_without_its_fused_kernel_runs_as_two_kernels():
-    """The fused expand + depthwise exists for fp16 NHWC only: elsewhere a pwdw block, and an inverted
-    residual's pwdw plan, fall back to kernels that exist."""
-    nchw = FIRST_HALF.replace(layout="nchw")
-    assert [(d, [s.problem.op for s in steps]) for d, steps in candidate_plans(nchw)] == [(2, ["pwdw"]), (1, ["pw", "dw"])]
-    plan = choose_plan(nchw, None, H100)
+def test_pwdw_without_a_fused_kernel_runs_as_two_kernels():
+    """The fused expand + depthwise runs on tensor cores in fp16 NHWC and on fused_block elsewhere; a
+    pwdw block that no fused kernel fits (a wide fp32 one), and an inverted residual's pwdw plan with
+    it, fall back to kernels that exist."""
+    from autotune import kernels
+    assert plan_name(choose_plan(FIRST_HALF, None, H100).steps) == "pwdw"                          # fp16 NHWC
+    assert plan_name(choose_plan(FIRST_HALF.replace(layout="nchw"), None, H100).steps) == "pwdw"   # fused_block
+    wide = Problem("pwdw", 16, 96, 14, 14, C_out=576, k=3, stride=2, act="relu6", dtype="float32", layout="nhwc")
+    assert kernels.families_for(wide) == []
+    assert [(d, [s.problem.op for s in steps]) for d, steps in candidate_plans(wide)] == [(2, ["pwdw"]), (1, ["pw", "dw"])]
+    plan = choose_plan(wide, None, H100)
     assert plan.depth == 1 and "nothing measured" in plan.reason
-    assert plan_name(choose_plan(FIRST_HALF, None, H100).steps) == "pwdw"      # fp16 NHWC: fused
 
 
 def test_a_block_no_family_runs_whole_runs_as_its_kernels():
