@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..problem import FUSED_OPS
 from ..reference import activate
 from ..searchspace import space_violation
 from . import (MAX_SHARED_BYTES, MAX_SHARED_PER_SM, REGISTERS_PER_SM, Launch, ceil_div, clustered, depthwise,
@@ -51,9 +52,10 @@ class _FusedBlock:
         """A fused block whose smallest tiles fit in shared memory (the expand stages the input tile
         with all its channels: wide fp32 blocks do not fit and run unfused); pwdw only where the
         tensor-core ExpandDepthwise does not run it."""
+        if problem.op == "pwdw" and EXPAND_DEPTHWISE.applies(problem):
+            return False
         smallest = {"tile": "4x4", "kc": 16, "block_n": 16}
-        ops = ("dwpw", "ir") + (("pwdw",) if not EXPAND_DEPTHWISE.applies(problem) else ())
-        return problem.op in ops and self.shared_bytes(problem, smallest) <= MAX_SHARED_BYTES
+        return problem.op in FUSED_OPS and self.shared_bytes(problem, smallest) <= MAX_SHARED_BYTES
 
     # ---- shared pieces --------------------------------------------------------------------------
     def _tile_space(self):
