@@ -1,6 +1,6 @@
 """`autotune bench`: our kernels (as lookup and autotune.torch run them) against PyTorch eager,
-torch.compile and the memory floor - per layer, per block and for a whole model - all measured in
-one run on one GPU, by CUDA-graph replay over rotating inputs.
+torch.compile, the memory floor and a bare copy of the same bytes - per layer, per block and for a whole
+model - all measured in one run on one GPU, by CUDA-graph replay over rotating inputs.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class BenchRow:
     compiled_us: float | None     # None: torch.compile was not asked for, or failed
     floor_us: float | None
     how: str = ""                 # which plan / kernel ran ours
+    copy_us: float | None = None  # a kernel moving the same bytes, launched like ours (None: not measured)
 
     @property
     def speedup(self) -> float:
@@ -38,18 +39,22 @@ def bench_problem(problem: Problem, db=None, compile_: bool = False, copy_bandwi
     import torch
     from .lookup import lookup
     from .plans import BlockKernel
+    from .kernels.copy import COPY_FLOOR
+    from .lookup import TunedKernel, current_gpu
     sets = torch_sets(problem)
     kernel = lookup(problem, db=db)
+    copy = TunedKernel(problem, COPY_FLOOR, {}, current_gpu()["arch"], fallback="")
     eager = torch_block(problem)
     with torch.no_grad():
         ours = torch_graph_time(torch, lambda i: kernel(sets[i][0], sets[i][2], sets[i][3]), len(sets))
+        copy_us = torch_graph_time(torch, lambda i: copy(sets[i][0], sets[i][2], sets[i][3]), len(sets))
         eager_us = torch_graph_time(torch, lambda i: eager(sets[i][0], sets[i][1], sets[i][3]), len(sets))
         compiled_us = None
         if compile_:
             compiled_us = _compiled_time(torch, eager, lambda i: (sets[i][0], sets[i][1], sets[i][3]), len(sets))
     how = kernel.plan.reason if isinstance(kernel, BlockKernel) else f"{kernel.family.name} ({kernel.fallback})"
     floor = problem.min_bytes() / copy_bandwidth * 1e6 if copy_bandwidth else None
-    return BenchRow(problem.key, ours, eager_us, compiled_us, floor, how)
+    return BenchRow(problem.key, ours, eager_us, compiled_us, floor, how, copy_us)
 
 
 def _compiled_time(torch, fn, args_of, n_sets: int) -> float | None:
@@ -121,16 +126,19 @@ def format_row(r: BenchRow) -> str:
     comp = f"{r.compiled_us:9.1f}" if r.compiled_us else "        -"
     vs_comp = f"{r.speedup_compiled:6.2f}x" if r.speedup_compiled else "      -"
     floor = f"{r.floor_us / r.ours_us:5.2f}" if r.floor_us else "    -"
-    return f"{r.name:62s} {r.ours_us:9.1f} {r.eager_us:9.1f} {comp} {r.speedup:6.2f}x {vs_comp} {floor}"
+    copy = f"{r.copy_us / r.ours_us:5.2f}" if r.copy_us else "    -"
+    return f"{r.name:62s} {r.ours_us:9.1f} {r.eager_us:9.1f} {comp} {r.speedup:6.2f}x {vs_comp} {floor} {copy}"
 
 
-HEADER = f"{'layer / block':62s} {'ours us':>9s} {'eager us':>9s} {'compile':>9s} {'x eager':>7s} {'x comp':>7s} {'floor':>5s}"
+HEADER = (f"{'layer / block':62s} {'ours us':>9s} {'eager us':>9s} {'compile':>9s} {'x eager':>7s} {'x comp':>7s} "
+          f"{'floor':>5s} {'copy':>5s}")
 
 
 def format_table(result: dict) -> str:
     rows = [BenchRow(**r) for r in result["rows"]]
     lines = [f"{result['gpu']}, copy bandwidth {result['copy_bandwidth'] / 1e9:.0f} GB/s; "
-             f"floor = memory floor / our time", HEADER, "-" * len(HEADER)]
+             f"floor = memory floor / our time; copy = a bare copy of the same bytes, launched like ours / our time",
+             HEADER, "-" * len(HEADER)]
     lines += [format_row(r) for r in rows]
     if "model_row" in result:
         lines += ["", format_row(BenchRow(**result["model_row"])),

@@ -13,7 +13,7 @@ RESULT = {
         dict(name="dw k3 s1 p1 N16 C32 112x112 relu6 bias float16 nhwc", ours_us=16.0, eager_us=40.0,
              compiled_us=None, floor_us=10.0, how="depthwise_nhwc (exact)"),
         dict(name="ir t6 k3 s1 p1 N16 C24->24 56x56 relu6/none bias float16 nhwc", ours_us=45.0, eager_us=90.0,
-             compiled_us=60.0, floor_us=2.0, how="depth 1: 47.1 us"),
+             compiled_us=60.0, floor_us=2.0, how="depth 1: 47.1 us", copy_us=9.0),
     ],
     "model_row": dict(name="mobilenet_v2 N16 float16 nhwc", ours_us=440.0, eager_us=1056.0, compiled_us=594.0,
                       floor_us=None, how="17 blocks on tuned kernels"),
@@ -31,10 +31,12 @@ def test_table_lists_every_row_and_the_model():
     table = format_table(RESULT)
     lines = table.splitlines()
     assert lines[0].startswith("Test GPU, copy bandwidth 2500 GB/s")
+    assert lines[1].split()[-2:] == ["floor", "copy"]
     row = next(line for line in lines if line.startswith("dw k3"))
     assert "16.0" in row and "40.0" in row and "2.50x" in row and "0.62" in row    # floor 10 / ours 16
     ir = next(line for line in lines if line.startswith("ir t6"))
-    assert "1.33x" in ir and "0.04" in ir
+    assert "1.33x" in ir and "0.04" in ir and ir.endswith("0.20")      # copy 9 / ours 45
+    assert row.endswith("    -")                                       # no copy time measured
     model = next(line for line in lines if line.startswith("mobilenet_v2"))
     assert "2.40x" in model and "1.35x" in model
     assert "worst error / tolerance 0.02" in table
