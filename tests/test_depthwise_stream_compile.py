@@ -77,3 +77,16 @@ def test_variants_compile_without_spills_and_ring_size_matches(arch):
     # one-float placeholder array).
     assert all(abs(r.shared_bytes - e) <= 16 for r, e in zip(results, expected_shared))
     assert max(r.shared_bytes for r in results) <= MAX_SHARED_BYTES
+
+
+def test_every_vector_width_compiles():
+    """C = 35, 6, 12 (both dtypes) and 64 (fp16): one, two, four and eight channels per thread (the
+    fp16-math helpers must not break a width they are not used at)."""
+    problems = [nhwc(C=c, dtype=dtype) for c in (35, 6, 12) for dtype in ("float16", "float32")]
+    configs = [NHWC_STREAM.default_config(p) for p in problems]
+    problems.append(nhwc(C=64))
+    configs.append(next(c for c in valid_configs(NHWC_STREAM, problems[-1]) if c["vec"] == 8))
+    assert {c["vec"] for c in configs} == {1, 2, 4, 8}
+    results = compiler.compile_many([codegen.render(NHWC_STREAM, p, c).code for p, c in zip(problems, configs)], "sm_90")
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, str(errors[0])[:2000]
