@@ -346,7 +346,8 @@ class StreamingDepthwiseProject:
     fp16 NHWC; C a multiple of 16, C_out of 8. Its parameters are the streaming depthwise's, less the
     channel block (all of C), plus `math`: the depthwise in fp32 (window values converted, as the
     depthwise families do) or in fp16 (HFMA2 on channel pairs: half the FMAs, no conversions; verified
-    at the same fp16 tolerance)."""
+    at the same fp16 tolerance), and `n_group`: the projection's n8 tiles per task (sharing each A
+    fragment and the store's index math; more registers)."""
     name = "dwpw_stream_tc"
     template = "depthwise_nhwc_stream.cu.j2"
     entry = "dwpw_stream"
@@ -361,7 +362,7 @@ class StreamingDepthwiseProject:
     def space(self, problem) -> dict:
         stream = depthwise.NHWC_STREAM.space(problem.stages()[0])
         return {"vec": stream["vec"], "tile_w": stream["tile_w"], "out_h": (1, 2, 4), "out_w": (1, 2),
-                "strip": (2, 4, 8, 16), "depth": (1, 2), "math": ("fp32", "fp16")}
+                "strip": (2, 4, 8, 16), "depth": (1, 2), "math": ("fp32", "fp16"), "n_group": (1, 2, 3, 4)}
 
     @staticmethod
     def _depthwise(problem, config) -> tuple:
@@ -391,6 +392,8 @@ class StreamingDepthwiseProject:
         if config["out_h"] * config["tile_w"] % 16:
             return "a step's pixels are not whole 16-row mma tiles"
         stage, cfg = self._depthwise(problem, config)
+        if problem.C_out // 8 % config["n_group"]:
+            return "n_group does not divide the projection's n8 tiles"
         if config["math"] == "fp16" and (config["vec"] % 2 or not depthwise.NHWC_STREAM._weights_in_registers(stage, cfg)):
             return "fp16 math needs channel pairs and the taps in registers (vec even, not too wide)"
         reason = depthwise.NHWC_STREAM.check(stage, cfg)
@@ -401,7 +404,7 @@ class StreamingDepthwiseProject:
         """Four output rows of one column per step on 16 columns, 4 channels per thread, strips of 16
         rows; or the first of smaller ones that fits."""
         candidates = [{"vec": vec, "tile_w": tile_w, "out_h": out_h, "out_w": 1, "strip": strip, "depth": 1,
-                       "math": "fp32"}
+                       "math": "fp32", "n_group": 1}
                       for strip in (16, 4) for vec in (4, 8, 2) for tile_w in (16, 8, 32) for out_h in (4, 2, 1)]
         for config in candidates:
             if self._fits(problem, config) is None:
@@ -412,7 +415,8 @@ class StreamingDepthwiseProject:
 
     def template_params(self, problem, config) -> dict:
         stage, cfg = self._depthwise(problem, config)
-        return {**depthwise.NHWC_STREAM.template_params(stage, cfg), "PROJECT": True, "C_OUT": problem.C_out}
+        return {**depthwise.NHWC_STREAM.template_params(stage, cfg), "PROJECT": True, "C_OUT": problem.C_out,
+                "N_GROUP": config["n_group"]}
 
     def divisors(self, problem, config) -> dict:
         return {}       # compiled for its channel counts: reused only for exactly those
