@@ -1,6 +1,8 @@
 """The copy floor `autotune bench` holds our kernels to: a kernel that only moves a problem's bytes. It
 compiles for every kind of problem (on CPU, for sm_90 and sm_80); on a GPU it copies x into y (zeros
 past x) and reads the weights, whatever the sizes' alignment."""
+import math
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ PROBLEMS = [
     Problem(op="pw", N=1, C=16, H=7, W=9, C_out=96, act="none", bias=False, dtype="float32"),   # y larger than x
     Problem(op="ir", N=2, C=24, H=17, W=15, C_out=32, k=3, stride=2, act="relu6", expansion=6),  # x larger than y
     Problem(op="dwpw", N=1, C=32, H=14, W=14, C_out=64, k=3, stride=1, act="relu6", layout="nchw", dtype="float32"),
+    Problem(op="ir", N=1, C=40, H=3, W=5, C_out=48, k=3, stride=1, act="relu6", expansion=6),   # weights-heavy
 ]
 
 
@@ -24,10 +27,12 @@ def test_copy_floor_compiles_for_every_kind_of_problem(arch):
         assert binary.spill_bytes == 0
 
 
-def test_its_grid_covers_the_larger_of_x_and_y():
-    for p in PROBLEMS:
+def test_its_grid_covers_the_largest_of_x_y_and_the_weights():
+    deep = Problem(op="ir", N=1, C=160, H=7, W=7, C_out=320, k=3, stride=1, act="relu6", expansion=6,
+                   dtype="float16", layout="nhwc")      # weights 20 times the activations
+    for p in [*PROBLEMS, deep]:
         launch = COPY_FLOOR.launch(p, {})
-        units = max(p.N * p.C * p.H * p.W, p.N * p.C_out * p.H_out * p.W_out) * p.itemsize / 16
+        units = max(p.N * p.C * p.H * p.W, p.N * p.C_out * p.H_out * p.W_out, math.prod(p.weight_shape)) * p.itemsize / 16
         assert launch.block == (THREADS, 1, 1)
         assert units <= launch.grid[0] * THREADS * UNITS_PER_THREAD < units + THREADS * UNITS_PER_THREAD
 
