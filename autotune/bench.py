@@ -37,10 +37,9 @@ class BenchRow:
 
 def bench_problem(problem: Problem, db=None, compile_: bool = False, copy_bandwidth: float | None = None) -> BenchRow:
     import torch
-    from .lookup import lookup
-    from .plans import BlockKernel
     from .kernels.copy import COPY_FLOOR
-    from .lookup import TunedKernel, current_gpu
+    from .lookup import TunedKernel, current_gpu, lookup
+    from .plans import BlockKernel
     sets = torch_sets(problem)
     kernel = lookup(problem, db=db)
     copy = TunedKernel(problem, COPY_FLOOR, {}, current_gpu()["arch"], fallback="")
