@@ -5,7 +5,8 @@ Tables
   problems   one row per problem key, its fields, minimum bytes and flops
   trials     every configuration tried: family, config, status, time, error, resources
   best       the fastest verified trial per (gpu, problem)
-  baselines  peer times per (gpu, problem, peer): cudnn, cudnn_conv, memory_floor
+  baselines  peer times per (gpu, problem, peer): cudnn, cudnn_conv (the memory floor is derived from
+             the GPU's copy bandwidth, not stored)
 Every write is one transaction: a crash loses at most the trial in flight.
 """
 from __future__ import annotations

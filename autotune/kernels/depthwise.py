@@ -340,7 +340,7 @@ class StreamingDepthwise:
         return {"VEC": cfg["vec"], "CH_PER_BLOCK": cfg["ch_per_block"], "TILE_W": cfg["tile_w"],
                 "OUT_H": cfg["out_h"], "OUT_W": cfg["out_w"], "STRIP": cfg["strip"], "DEPTH": cfg["depth"],
                 "WEIGHTS_IN_REGS": self._weights_in_registers(problem, cfg), "PROJECT": False,
-                "HALF_MATH": cfg.get("math") == "fp16"}      # dwpw_stream_tc's option (its cfg passes through)
+                "HALF_MATH": False}
 
     def divisors(self, problem, cfg) -> dict:
         return {"C": cfg["vec"]}

@@ -416,7 +416,7 @@ class StreamingDepthwiseProject:
     def template_params(self, problem, config) -> dict:
         stage, cfg = self._depthwise(problem, config)
         return {**depthwise.NHWC_STREAM.template_params(stage, cfg), "PROJECT": True, "C_OUT": problem.C_out,
-                "N_GROUP": config["n_group"]}
+                "N_GROUP": config["n_group"], "HALF_MATH": config["math"] == "fp16"}
 
     def divisors(self, problem, config) -> dict:
         return {}       # compiled for its channel counts: reused only for exactly those
