@@ -12,7 +12,7 @@ from pathlib import Path
 from .baselines import torch_block, torch_graph_time, torch_sets
 from .kernels import runnable
 from .models import model_problems
-from .problem import Problem
+from .problem import OPS, Problem
 from .reference import RTOL, compare
 
 
@@ -58,6 +58,9 @@ def bench_problem(problem: Problem, db=None, compile_: bool = False, copy_bandwi
 
 def _compiled_time(torch, fn, args_of, n_sets: int) -> float | None:
     try:
+        # Fresh caches for every layer: layers share their forward's code, and past dynamo's recompile
+        # limit (8 shapes of one function) torch.compile silently runs it eagerly.
+        torch._dynamo.reset()
         compiled = torch.compile(fn)
         return torch_graph_time(torch, lambda i: compiled(*args_of(i)), n_sets)
     except Exception as exc:      # torch.compile is best effort: report, don't fail the bench
@@ -143,6 +146,16 @@ def format_table(result: dict) -> str:
         lines += ["", format_row(BenchRow(**result["model_row"])),
                   f"  whole-model output vs PyTorch eager: worst error / tolerance {result['model_error']:.3g}"]
     return "\n".join(lines)
+
+
+def file_stem(result: dict, ops, compile_layers: bool, day: str) -> str:
+    """The name of a bench's files: date, GPU, model, batch, dtype, layout; a run of only some ops or
+    with every layer compiled says so, so that it does not replace the full bench's files."""
+    gpu = result["gpu"].replace("NVIDIA ", "").split()[0].lower()
+    stem = f"{day}-{gpu}-bench-{result['model']}-b{result['batch']}-{result['dtype']}-{result['layout']}"
+    if set(ops) != set(OPS):
+        stem += "-" + "-".join(op for op in OPS if op in ops)
+    return stem + ("-compiled-layers" if compile_layers else "")
 
 
 def save(result: dict, out_dir: Path, stem: str) -> list[Path]:

@@ -343,7 +343,7 @@ def cmd_bench(args) -> int:
     except ImportError:
         raise CommandError("bench compares against PyTorch: install torch (and torchvision for --model figures)")
     from pathlib import Path
-    from .bench import HEADER, format_table, run_bench, save
+    from .bench import HEADER, file_stem, format_table, run_bench, save
     import cupy
     cupy.cuda.Device(args.gpu).use()
     torch.cuda.set_device(args.gpu)
@@ -353,8 +353,7 @@ def cmd_bench(args) -> int:
                        whole_model=not args.no_model,
                        progress=lambda line: print(line, file=sys.stderr))
     print(format_table(result))
-    gpu = result["gpu"].replace("NVIDIA ", "").split()[0].lower()
-    stem = f"{time.strftime('%Y-%m-%d')}-{gpu}-bench-{args.model}-b{args.batch}-{args.dtype}-{args.layout}"
+    stem = file_stem(result, args.ops, args.compile_layers, time.strftime('%Y-%m-%d'))
     for path in save(result, Path(args.out), stem):
         print(f"written: {path}", file=sys.stderr)
     return 0

@@ -4,7 +4,8 @@ import importlib.util
 import json
 
 from autotune import cli
-from autotune.bench import BenchRow, format_table, save
+from autotune.bench import BenchRow, file_stem, format_table, save
+from autotune.problem import OPS
 
 RESULT = {
     "gpu": "Test GPU", "copy_bandwidth": 2.5e12, "model": "mobilenet_v2", "batch": 16, "dtype": "float16",
@@ -40,6 +41,15 @@ def test_table_lists_every_row_and_the_model():
     model = next(line for line in lines if line.startswith("mobilenet_v2"))
     assert "2.40x" in model and "1.35x" in model
     assert "worst error / tolerance 0.02" in table
+
+
+def test_file_names_tell_a_partial_or_compiled_run_from_the_full_bench():
+    """A run of some ops, or with every layer compiled, must not overwrite the full bench's files."""
+    full = file_stem(RESULT, OPS, False, "2026-11-23")
+    assert full == "2026-11-23-test-bench-mobilenet_v2-b16-float16-nhwc"
+    assert file_stem(RESULT, ["ir", "dwpw"], False, "2026-11-23") == full + "-dwpw-ir"
+    assert file_stem(RESULT, ["ir", "dwpw"], True, "2026-11-23") == full + "-dwpw-ir-compiled-layers"
+    assert file_stem(RESULT, list(reversed(OPS)), True, "2026-11-23") == full + "-compiled-layers"
 
 
 def test_save_writes_json_text_and_png_when_it_can(tmp_path):
