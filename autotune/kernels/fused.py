@@ -652,7 +652,8 @@ class InvertedResidualRegisterDepthwise(_WholeInvertedResidual):
                 and super().applies(problem))
 
     def space(self, problem) -> dict:
-        return {"out_h": (1, 2, 4, 6, 8, 12, 16), "warps": (1, 2, 3, 4, 6, 8, 9, 12), "min_blocks": (1, 2, 3, 4),
+        # out_h 7 and 14 divide MobileNetV2's 56, 28 and 14 rows (no idle last tile row)
+        return {"out_h": (1, 2, 4, 6, 7, 8, 12, 14, 16), "warps": (1, 2, 3, 4, 6, 8, 9, 12), "min_blocks": (1, 2, 3, 4),
                 "tiles_per_block": (1, 2, 4, 8, 16), "weights": ("global", "shared")}
 
     def seg_out(self, problem) -> int:
