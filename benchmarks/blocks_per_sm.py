@@ -8,25 +8,17 @@ one block's latency from one bound by what an SM can issue:
 
 Times are per launch, CUDA-graph replay with programmatic dependent launch, as lookup runs kernels.
 """
-import argparse
 import dataclasses
-import json
 
-from autotune import codegen, compiler, kernels, runner
-from autotune.store import Store
+from autotune import codegen, compiler, runner
+from kernel_args import parse
 
 SHARED_PER_SM = 228 * 1024      # Hopper; each block also reserves 1 KB
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("family")
-    ap.add_argument("problem", help="a problem key of the database")
-    ap.add_argument("config", help="the configuration, JSON")
-    ap.add_argument("--blocks", default="1,2,3,4,6,8", help="blocks per SM to allow at the full batch")
-    args = ap.parse_args()
-    full = Store(None, readonly=True).problem(args.problem)
-    family, config = kernels.family_named(args.family), json.loads(args.config)
+    args, full, family, config = parse(__doc__, lambda p: p.add_argument(
+        "--blocks", default="1,2,3,4,6,8", help="blocks per SM to allow at the full batch"))
     batches = sorted({n for n in (1, 2, 4, 8, full.N) if n <= full.N})
     for n in batches:
         problem = full.replace(N=n)

@@ -13,11 +13,8 @@ phases of ir_register_dw:
 
 Times are per launch, CUDA-graph replay with programmatic dependent launch, as lookup runs kernels.
 """
-import argparse
-import json
-
-from autotune import codegen, compiler, kernels, runner
-from autotune.store import Store
+from autotune import codegen, compiler, runner
+from kernel_args import parse
 
 SKIP = "if (N > 0) {} else "
 
@@ -29,14 +26,7 @@ def cut(code: str, marker: str) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("family")
-    ap.add_argument("problem", help="a problem key of the database")
-    ap.add_argument("config", help="the configuration, JSON")
-    ap.add_argument("cuts", nargs="+", help="NAME=MARKER")
-    args = ap.parse_args()
-    problem = Store(None, readonly=True).problem(args.problem)
-    family, config = kernels.family_named(args.family), json.loads(args.config)
+    args, problem, family, config = parse(__doc__, lambda p: p.add_argument("cuts", nargs="+", help="NAME=MARKER"))
     cuts = dict(c.split("=", 1) for c in args.cuts)
     variants = {"whole kernel": [], **{f"without {n}": [m] for n, m in cuts.items()}, "without all": list(cuts.values())}
     data = runner.ProblemData.create(problem, seed=1)
