@@ -52,6 +52,20 @@ def test_file_names_tell_a_partial_or_compiled_run_from_the_full_bench():
     assert file_stem(RESULT, list(reversed(OPS)), True, "2026-11-23") == full + "-compiled-layers"
 
 
+def test_every_layer_is_compiled_from_fresh_dynamo_caches(monkeypatch):
+    """Layers share their forward's code: past dynamo's recompile limit torch.compile silently runs
+    eagerly, so each layer's compile starts from reset caches (a fake torch records the order)."""
+    from types import SimpleNamespace
+    from autotune import bench
+    calls = []
+    fake = SimpleNamespace(_dynamo=SimpleNamespace(reset=lambda: calls.append("reset")),
+                           compile=lambda fn: calls.append("compile") or fn)
+    monkeypatch.setattr(bench, "torch_graph_time", lambda torch, launch, n: [launch(i) for i in range(n)] and 7.0)
+    for _ in range(3):
+        assert bench._compiled_time(fake, lambda x: calls.append(x), lambda i: (i,), 2) == 7.0
+    assert calls == ["reset", "compile", 0, 1] * 3
+
+
 def test_save_writes_json_text_and_png_when_it_can(tmp_path):
     written = save(RESULT, tmp_path / "out", "bench")
     names = {p.name for p in written}
