@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .baselines import torch_block, torch_graph_time, torch_sets
+from .baselines import memory_floor_us, torch_block, torch_graph_time, torch_sets
 from .kernels import runnable
 from .models import model_problems
 from .problem import OPS, Problem
@@ -52,7 +52,7 @@ def bench_problem(problem: Problem, db=None, compile_: bool = False, copy_bandwi
         if compile_:
             compiled_us = _compiled_time(torch, eager, lambda i: (sets[i][0], sets[i][1], sets[i][3]), len(sets))
     how = kernel.plan.reason if isinstance(kernel, BlockKernel) else f"{kernel.family.name} ({kernel.fallback})"
-    floor = problem.min_bytes() / copy_bandwidth * 1e6 if copy_bandwidth else None
+    floor = memory_floor_us(problem, copy_bandwidth) if copy_bandwidth else None
     return BenchRow(problem.key, ours, eager_us, compiled_us, floor, how, copy_us)
 
 
