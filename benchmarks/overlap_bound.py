@@ -57,7 +57,7 @@ def render(p, copy: bool, blocks: int, mix: dict, steps: int) -> str:
         "UNITS": ceil_div(units, blocks * THREADS), "STEPS": steps, "MMA_PER_STEP": mix.get("mma", 0),
         "FMA_PER_STEP": mix.get("hfma2", 0), "ACT_PER_STEP": mix.get("act", 0), "FFMA_PER_STEP": mix.get("ffma", 0),
         "HMMA16_PER_STEP": mix.get("mma16", 0), "WGMMA_PER_STEP": mix.get("wgmma", 0),
-        "WGMMA8_PER_STEP": mix.get("wgmma8", 0)}
+        "WGMMA8_PER_STEP": mix.get("wgmma8", 0), "SPLIT": bool(mix.get("split"))}
     return env.get_template("overlap_bound.cu.j2").render(**params)
 
 
@@ -76,7 +76,8 @@ def timed(p, data, gpu, copy: bool, blocks: int, mix: dict, steps: int) -> tuple
 RATE_MIXES = {"hfma2": {"hfma2": 32}, "ffma": {"ffma": 32}, "hfma2+ffma": {"hfma2": 16, "ffma": 16},
               "mma": {"mma": 8}, "mma16": {"mma16": 8}, "wgmma": {"wgmma": 1}, "wgmma8": {"wgmma8": 8},
               "mma+hfma2": {"mma": 8, "hfma2": 48}, "mma+ffma": {"mma": 8, "ffma": 48},
-              "wgmma+hfma2": {"wgmma": 1, "hfma2": 48}, "wgmma+ffma": {"wgmma": 1, "ffma": 48}}
+              "wgmma+hfma2": {"wgmma": 1, "hfma2": 48}, "wgmma+ffma": {"wgmma": 1, "ffma": 48},
+              "mma|hfma2": {"mma": 8, "hfma2": 48, "split": 1}, "wgmma|hfma2": {"wgmma": 1, "hfma2": 48, "split": 1}}
 RATE_STEPS = 250_000        # steps per rate launch (10-50 us): long enough to dwarf the launch
 
 
@@ -131,6 +132,8 @@ def main():
             "mma.sync, FFMA": {"mma": mix["mma"], **fp32}, "wgmma, FFMA": {"wgmma": mix["mma"] // 8, **fp32},
             "mma.sync, dw mma": {"mma": mix["mma"] + dw_tc, "act": mix["act"]},
             "wgmma, dw wgmma": {"wgmma": mix["mma"] // 8, "wgmma8": dw_tc, "act": mix["act"]}}
+        # and each with its tensor-core and other parts in different warps (split)
+        tensor_options |= {f"{name}, split": {**m, "split": 1} for name, m in list(tensor_options.items())}
         for tensor, tmix in tensor_options.items():
             for bps in bps_list:
                 blocks = bps * gpu["sm_count"]
@@ -139,7 +142,7 @@ def main():
                                                 ("both", True, steps)):
                     times[name], registers = timed(p, data, gpu, copy, blocks, tmix, arith_steps)
                 best = min(best, times["both"])
-                print(f"  {tensor:16s} {bps} blocks/SM ({registers} registers): " + "  ".join(
+                print(f"  {tensor:23s} {bps} blocks/SM ({registers} registers): " + "  ".join(
                     f"{k} {v:6.2f}" for k, v in times.items()) + " us", flush=True)
         print(f"  fastest copy + arithmetic {best:.2f} us = {best / (2 * floor):.2f} x the bar")
         if args.ours:
