@@ -67,6 +67,21 @@ def block_mix(counts: dict) -> tuple[dict, int]:
     return mix, round(counts["mma"] / MMA_PER_STEP)
 
 
+def ways_to_issue(mix: dict) -> dict:
+    """The block's per-step mix issued each way a kernel could: the 1x1s' tensor-core work as mma.sync or
+    as wgmma (a warp's step of one m64n64k16 is 8 m16n8k16's); the depthwise and activation on fp16 pairs,
+    in fp32 (twice the instructions) or on tensor cores too (block-diagonal B: 8x the MACs, m16n8k16 or
+    m64n8k16); each with the tensor-core part and the rest in the same warps or in separate ones (split)."""
+    fp32 = {"ffma": 2 * (mix["hfma2"] + mix["act"])}
+    dw_tc = round(8 * mix["hfma2"] * 2 / 2048 * 32)       # HFMA2 (2 MACs a lane) -> m16n8k16s, x8 for the diagonal
+    ways = {
+        "mma.sync, HFMA2": mix, "wgmma, HFMA2": {"wgmma": mix["mma"] // 8, "hfma2": mix["hfma2"], "act": mix["act"]},
+        "mma.sync, FFMA": {"mma": mix["mma"], **fp32}, "wgmma, FFMA": {"wgmma": mix["mma"] // 8, **fp32},
+        "mma.sync, dw mma": {"mma": mix["mma"] + dw_tc, "act": mix["act"]},
+        "wgmma, dw wgmma": {"wgmma": mix["mma"] // 8, "wgmma8": dw_tc, "act": mix["act"]}}
+    return ways | {f"{name}, split": {**m, "split": 1} for name, m in ways.items()}
+
+
 def timed(p, data, gpu, copy: bool, blocks: int, mix: dict, steps: int) -> tuple[float, int]:
     binary = compiler.compile_code(render(p, copy, blocks, mix, steps), gpu["arch"])
     fn = runner.load_function(binary, "overlap_bound")
@@ -122,19 +137,7 @@ def main():
         mix, steps = block_mix(counts)
         print("  issued " + ", ".join(f"{k} {v * steps / 1e3:.0f}k" for k, v in mix.items()))
         best = math.inf
-        # The 1x1s' tensor-core work as mma.sync or as wgmma (a warp's step of one m64n64k16 is 8
-        # m16n8k16's); the depthwise and activation on fp16 pairs, or in fp32 (twice the instructions).
-        # Or the depthwise on tensor cores too: block-diagonal B, 8x the MACs, m16n8k16 or m64n8k16 shapes.
-        fp32 = {"ffma": 2 * (mix["hfma2"] + mix["act"])}
-        dw_tc = round(8 * mix["hfma2"] * 2 / 2048 * 32)       # HFMA2 (2 MACs a lane) -> m16n8k16, x8 for the diagonal
-        tensor_options = {
-            "mma.sync, HFMA2": mix, "wgmma, HFMA2": {"wgmma": mix["mma"] // 8, "hfma2": mix["hfma2"], "act": mix["act"]},
-            "mma.sync, FFMA": {"mma": mix["mma"], **fp32}, "wgmma, FFMA": {"wgmma": mix["mma"] // 8, **fp32},
-            "mma.sync, dw mma": {"mma": mix["mma"] + dw_tc, "act": mix["act"]},
-            "wgmma, dw wgmma": {"wgmma": mix["mma"] // 8, "wgmma8": dw_tc, "act": mix["act"]}}
-        # and each with its tensor-core and other parts in different warps (split)
-        tensor_options |= {f"{name}, split": {**m, "split": 1} for name, m in list(tensor_options.items())}
-        for tensor, tmix in tensor_options.items():
+        for tensor, tmix in ways_to_issue(mix).items():
             for bps in bps_list:
                 blocks = bps * gpu["sm_count"]
                 times = {}

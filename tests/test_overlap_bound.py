@@ -40,7 +40,7 @@ def test_block_mix_keeps_the_proportions():
 
 
 MIXES = [*overlap_bound.RATE_MIXES.values(),
-         {"mma": 8, "hfma2": 48, "act": 5}, {"wgmma": 1, "wgmma8": 12, "act": 5}, {"wgmma": 1, "ffma": 106}]
+         *overlap_bound.ways_to_issue(overlap_bound.block_mix(overlap_bound.least_arithmetic(BLOCK_56))[0]).values()]
 
 
 @pytest.mark.parametrize("mix", MIXES, ids=lambda m: "+".join(f"{k}{v}" for k, v in m.items()))
