@@ -30,6 +30,7 @@ from autotune.baselines import memory_floor_us
 from autotune.bench import bench_problem
 from autotune.device import describe
 from autotune.kernels import Launch, ceil_div
+from autotune.kernels.copy import largest_array_units
 from autotune.store import Store
 
 THREADS = 256
@@ -51,10 +52,9 @@ def render(p, copy: bool, blocks: int, mix: dict, steps: int) -> str:
     per step) over the grid."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(BENCH_DIR), str(codegen.templates_dir())]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    units = max(p.N * p.C * p.H * p.W, p.N * p.C_out * p.H_out * p.W_out, math.prod(p.weight_shape)) * p.itemsize // 16
     params = codegen.common_params(p) | {
         "COPY": copy, "ARITH": steps > 0, "WEIGHT_ELEMS": math.prod(p.weight_shape), "THREADS": THREADS,
-        "UNITS": ceil_div(units, blocks * THREADS), "STEPS": steps, "MMA_PER_STEP": mix.get("mma", 0),
+        "UNITS": ceil_div(largest_array_units(p), blocks * THREADS), "STEPS": steps, "MMA_PER_STEP": mix.get("mma", 0),
         "FMA_PER_STEP": mix.get("hfma2", 0), "ACT_PER_STEP": mix.get("act", 0), "FFMA_PER_STEP": mix.get("ffma", 0),
         "HMMA16_PER_STEP": mix.get("mma16", 0), "WGMMA_PER_STEP": mix.get("wgmma", 0),
         "WGMMA8_PER_STEP": mix.get("wgmma8", 0), "SPLIT": bool(mix.get("split"))}

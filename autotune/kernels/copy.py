@@ -24,11 +24,15 @@ class CopyFloor:
         return {"WEIGHT_ELEMS": math.prod(p.weight_shape), "BIAS_ELEMS": p.bias_shape[0] if p.bias else 0}
 
     def launch(self, problem, config) -> Launch:
-        """A thread per UNITS_PER_THREAD units of the largest array: x, y or (deep layers at batch 1)
-        the weights."""
-        p = problem
-        units = max(p.N * p.C * p.H * p.W, p.N * p.C_out * p.H_out * p.W_out, math.prod(p.weight_shape)) * p.itemsize // 16
+        """A thread per UNITS_PER_THREAD units of the largest array."""
+        units = largest_array_units(problem)
         return Launch(grid=(max(1, ceil_div(units, THREADS * UNITS_PER_THREAD)), 1, 1), block=(THREADS, 1, 1))
+
+
+def largest_array_units(problem) -> int:
+    """16-byte units of the problem's largest array: x, y or (deep layers at batch 1) the weights."""
+    p = problem
+    return max(p.N * p.C * p.H * p.W, p.N * p.C_out * p.H_out * p.W_out, math.prod(p.weight_shape)) * p.itemsize // 16
 
 
 COPY_FLOOR = CopyFloor()
